@@ -1,0 +1,137 @@
+"""The one place where boxes move between image pixels and the frame a model speaks in.
+
+Frames (DESIGN.md, "Boxes"):
+- Qwen2.5-VL names absolute pixels of the image *after* the processor's resize (`smart_resize`);
+- Qwen2-VL and Qwen3-VL name coordinates normalised to 0-1000 of the image.
+
+`smart_resize` is written here rather than imported from qwen-vl-utils because that package imports torch and
+torchvision at import time, and the data builders and rewards call this in worker processes that need neither.
+tests/test_boxes.py checks it equals qwen-vl-utils' version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from mmrl.types import Box
+
+
+class Frame(str, Enum):
+    PIXELS = "pixels"  # pixels of the stored image (no conversion)
+    RESIZED_PIXELS = "resized_pixels"  # Qwen2.5-VL
+    NORM_1000 = "norm_1000"  # Qwen2-VL, Qwen3-VL
+
+
+FAMILY_FRAME = {
+    "qwen2_vl": Frame.NORM_1000,
+    "qwen2_5_vl": Frame.RESIZED_PIXELS,
+    "qwen3_vl": Frame.NORM_1000,
+}
+
+# patch size x spatial merge size: the side of one merged visual token, in pixels
+FAMILY_FACTOR = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32}
+
+
+def smart_resize(
+    height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 14 * 14 * 4 * 1280
+) -> tuple[int, int]:
+    """(height, width) after Qwen-VL's resize: both multiples of `factor`, area within [min_pixels, max_pixels],
+    aspect ratio kept as closely as that allows.
+
+    >>> smart_resize(480, 640)
+    (476, 644)
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio over 200 is not supported, got {width}x{height}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _scales(
+    frame: Frame, image_size: tuple[int, int], factor: int, min_pixels: int, max_pixels: int
+) -> tuple[float, float]:
+    """(sx, sy) such that model coordinate = pixel coordinate * scale."""
+    width, height = image_size
+    if frame is Frame.PIXELS:
+        return 1.0, 1.0
+    if frame is Frame.NORM_1000:
+        return 1000.0 / width, 1000.0 / height
+    resized_h, resized_w = smart_resize(height, width, factor, min_pixels, max_pixels)
+    return resized_w / width, resized_h / height
+
+
+def to_model_frame(
+    box: Box,
+    frame: Frame,
+    image_size: tuple[int, int],
+    factor: int = 28,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 14 * 14 * 4 * 1280,
+) -> Box:
+    """A box in pixels of the stored image -> the model's frame.
+
+    >>> to_model_frame(Box(64, 48, 320, 240), Frame.NORM_1000, (640, 480))
+    Box(x1=100.0, y1=100.0, x2=500.0, y2=500.0)
+    """
+    sx, sy = _scales(frame, image_size, factor, min_pixels, max_pixels)
+    return Box(box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy)
+
+
+def from_model_frame(
+    box: Box,
+    frame: Frame,
+    image_size: tuple[int, int],
+    factor: int = 28,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 14 * 14 * 4 * 1280,
+) -> Box:
+    """A box in the model's frame -> pixels of the stored image (the inverse of `to_model_frame`).
+
+    >>> from_model_frame(Box(100, 100, 500, 500), Frame.NORM_1000, (640, 480))
+    Box(x1=64.0, y1=48.0, x2=320.0, y2=240.0)
+    """
+    sx, sy = _scales(frame, image_size, factor, min_pixels, max_pixels)
+    return Box(box.x1 / sx, box.y1 / sy, box.x2 / sx, box.y2 / sy)
+
+
+def clip_box(box: Box, image_size: tuple[int, int]) -> Box | None:
+    """The part of `box` inside the image, or None when nothing is left."""
+    width, height = image_size
+    x1, y1 = max(box.x1, 0.0), max(box.y1, 0.0)
+    x2, y2 = min(box.x2, float(width)), min(box.y2, float(height))
+    if x1 >= x2 or y1 >= y2:
+        return None
+    return Box(x1, y1, x2, y2)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Everything needed to convert boxes for one model: its frame and its processor's pixel budget."""
+
+    frame: Frame = Frame.PIXELS
+    factor: int = 28
+    min_pixels: int = 56 * 56
+    max_pixels: int = 14 * 14 * 4 * 1280
+
+    @classmethod
+    def for_family(cls, family: str, min_pixels: int = 56 * 56, max_pixels: int = 14 * 14 * 4 * 1280) -> FrameSpec:
+        if family not in FAMILY_FRAME:
+            raise ValueError(f"unknown model family {family!r} (valid: {', '.join(FAMILY_FRAME)})")
+        return cls(FAMILY_FRAME[family], FAMILY_FACTOR[family], min_pixels, max_pixels)
+
+    def to_pixels(self, box: Box, image_size: tuple[int, int]) -> Box:
+        return from_model_frame(box, self.frame, image_size, self.factor, self.min_pixels, self.max_pixels)
+
+    def to_model(self, box: Box, image_size: tuple[int, int]) -> Box:
+        return to_model_frame(box, self.frame, image_size, self.factor, self.min_pixels, self.max_pixels)

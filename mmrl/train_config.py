@@ -1,0 +1,139 @@
+"""The training run's config: one dataclass per section, loaded by `mmrl.config.load_config`.
+
+Sections: model, data, rollout, grpo, rewards, training, logging. Every field has a default, so an empty YAML
+file is a valid (tiny, CPU) config; recipes override what they need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmrl.rewards.config import RewardConfig
+
+
+@dataclass
+class ModelConfig:
+    # a Hugging Face folder; the default is made by `mmrl tiny-model` when missing (see `tiny_family`)
+    name_or_path: str = "runs/tiny-qwen2_5_vl"
+    # when the folder is missing and this is set, a tiny model of this family is built there first
+    tiny_family: Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"] | None = "qwen2_5_vl"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    trust_remote_code: bool = False
+    # the processor's pixel budget; saved with the exported processor so boxes keep their meaning
+    min_pixels: int = 56 * 56
+    max_pixels: int = 28 * 28 * 256
+    freeze_vision: bool = False
+    freeze_merger: bool = False
+    gradient_checkpointing: bool = False
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    lora_vision: bool = False
+
+    def validate(self) -> None:
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"model.min_pixels must be positive and <= max_pixels, got {self.min_pixels}")
+        if self.lora_r <= 0:
+            raise ValueError("model.lora_r must be positive")
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = "runs/data/synthetic/train/manifest.jsonl"
+    eval_manifest: str | None = None
+    # "think": <think>..</think> with <box> then <answer>..</answer>; "direct": the answer alone (No-Thinking)
+    template: Literal["think", "direct"] = "think"
+    system_prompt: str | None = None
+    # put the question before the image in the user turn (DESIGN.md: small models learn binding only this way)
+    question_first: bool = True
+    shuffle: bool = True
+
+
+@dataclass
+class RolloutConfig:
+    num_generations: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_prompt_length: int = 1024
+    max_completion_length: int = 64
+    # share each group's prompt (prefill once, expand the cache); off = the plain repeated computation
+    share_prompt: bool = True
+
+    def validate(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError("rollout.num_generations must be at least 2 (advantages need a group)")
+        if self.temperature <= 0:
+            raise ValueError("rollout.temperature must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("rollout.top_p must be in (0, 1]")
+
+
+@dataclass
+class GRPOConfig:
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    num_iterations: int = 1
+    beta: float = 0.0
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    drop_zero_spread: bool = False
+
+    def validate(self) -> None:
+        if self.num_iterations < 1:
+            raise ValueError("grpo.num_iterations must be at least 1")
+        if self.beta < 0:
+            raise ValueError("grpo.beta must be >= 0")
+
+
+@dataclass
+class TrainingConfig:
+    output_dir: str = "runs/train"
+    seed: int = 0
+    max_steps: int = 10
+    batch_size: int = 4  # samples per optimisation step (each makes num_generations completions)
+    micro_batch_size: int = 8  # completions per forward/backward
+    learning_rate: float = 1e-5
+    vision_lr_scale: float = 1.0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_steps: int = 0
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    max_grad_norm: float = 1.0
+    save_steps: int = 0  # 0: only at the end
+    save_total_limit: int = 2
+    resume: Literal["auto", "never"] = "auto"
+    eval_steps: int = 0
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("training.batch_size and training.micro_batch_size must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError("training.learning_rate must be positive")
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "mmrl"
+    samples_steps: int = 10  # write the sampled-completions page every K steps (0: never)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
