@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from mmrl.types import Box
 
 
-class Frame(str, Enum):
+class Frame(StrEnum):
     PIXELS = "pixels"  # pixels of the stored image (no conversion)
     RESIZED_PIXELS = "resized_pixels"  # Qwen2.5-VL
     NORM_1000 = "norm_1000"  # Qwen2-VL, Qwen3-VL
@@ -58,17 +58,17 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def _scales(
+def _extent(
     frame: Frame, image_size: tuple[int, int], factor: int, min_pixels: int, max_pixels: int
 ) -> tuple[float, float]:
-    """(sx, sy) such that model coordinate = pixel coordinate * scale."""
+    """The (width, height) of the image as the model's frame measures it."""
     width, height = image_size
     if frame is Frame.PIXELS:
-        return 1.0, 1.0
+        return float(width), float(height)
     if frame is Frame.NORM_1000:
-        return 1000.0 / width, 1000.0 / height
+        return 1000.0, 1000.0
     resized_h, resized_w = smart_resize(height, width, factor, min_pixels, max_pixels)
-    return resized_w / width, resized_h / height
+    return float(resized_w), float(resized_h)
 
 
 def to_model_frame(
@@ -84,8 +84,8 @@ def to_model_frame(
     >>> to_model_frame(Box(64, 48, 320, 240), Frame.NORM_1000, (640, 480))
     Box(x1=100.0, y1=100.0, x2=500.0, y2=500.0)
     """
-    sx, sy = _scales(frame, image_size, factor, min_pixels, max_pixels)
-    return Box(box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy)
+    (mw, mh), (w, h) = _extent(frame, image_size, factor, min_pixels, max_pixels), image_size
+    return Box(box.x1 * mw / w, box.y1 * mh / h, box.x2 * mw / w, box.y2 * mh / h)
 
 
 def from_model_frame(
@@ -101,8 +101,8 @@ def from_model_frame(
     >>> from_model_frame(Box(100, 100, 500, 500), Frame.NORM_1000, (640, 480))
     Box(x1=64.0, y1=48.0, x2=320.0, y2=240.0)
     """
-    sx, sy = _scales(frame, image_size, factor, min_pixels, max_pixels)
-    return Box(box.x1 / sx, box.y1 / sy, box.x2 / sx, box.y2 / sy)
+    (mw, mh), (w, h) = _extent(frame, image_size, factor, min_pixels, max_pixels), image_size
+    return Box(box.x1 * w / mw, box.y1 * h / mh, box.x2 * w / mw, box.y2 * h / mh)
 
 
 def clip_box(box: Box, image_size: tuple[int, int]) -> Box | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,28 @@ T = TypeVar("T")
 
 class ConfigError(UserError, ValueError):
     """A user mistake in a config file or override; the message is one clear line."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-6` as a float (YAML 1.1 wants `1.0e-6`; every config writes `1e-6`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 def _nearest(key: str, valid: list[str]) -> str:
@@ -116,7 +139,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -137,7 +160,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
     if data is None:

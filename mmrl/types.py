@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 
-class Variant(str, Enum):
+class Variant(StrEnum):
     POSITIVE = "positive"
     COUNTERFACTUAL = "counterfactual"
     RANDOM_MASKED = "random_masked"
