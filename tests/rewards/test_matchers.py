@@ -1,0 +1,148 @@
+"""Accuracy matchers and abstention, checked against hand-worked answers."""
+
+import pytest
+
+from mmrl.rewards import RewardConfig, is_abstention
+from mmrl.rewards.matchers import (
+    MATCHERS,
+    anls,
+    exact_match,
+    label_contained,
+    label_match,
+    multiple_choice,
+    relaxed_numeric,
+    resolve_choice,
+    vqa_soft,
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "targets", "expected"),
+    [
+        ("Red.", ["red"], 1.0),
+        ("the red", ["red"], 1.0),
+        ("Crimson", ["red", "crimson"], 1.0),  # alias
+        ("Golden_Retriever", ["golden retriever"], 1.0),
+        ("three", ["3"], 1.0),
+        ("red car", ["red"], 0.0),  # more than the answer is not the answer
+        ("red or blue", ["red"], 0.0),
+        ("", ["red"], 0.0),
+        ("...", ["!!"], 0.0),  # both normalise to nothing: no match on emptiness
+    ],
+)
+def test_exact_match(answer, targets, expected):
+    assert exact_match(answer, targets) == expected
+
+
+OPTIONS = ["blue", "red", "green", "unknown"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "target", "expected"),
+    [
+        ("B", "B", 1.0),
+        ("(b)", "B", 1.0),
+        ("B. red", "B", 1.0),
+        ("red", "B", 1.0),
+        ("B", "red", 1.0),  # the target given as option text
+        ("B. blue", "B", 0.0),  # letter and text disagree: neither counts
+        ("A or B", "B", 0.0),
+        ("A, B, C, D", "B", 0.0),
+        ("C", "B", 0.0),
+        ("F", "B", 0.0),
+    ],
+)
+def test_multiple_choice(answer, target, expected):
+    assert multiple_choice(answer, [target], OPTIONS) == expected
+
+
+def test_resolve_choice_maps_letters_to_text():
+    assert resolve_choice("D", OPTIONS) == "unknown"
+    assert resolve_choice("(D) unknown", OPTIONS) == "unknown"
+    assert resolve_choice("D. red", OPTIONS) == "D. red"  # contradictory: left as written
+    assert resolve_choice("D", None) == "D"
+
+
+def test_vqa_soft():
+    humans = ["2", "2", "two", "3", "2 dogs", "2", "3", "4", "2", "2"]  # six say 2, two say 3
+    assert vqa_soft("2", humans) == 1.0
+    assert vqa_soft("3", humans) == pytest.approx(2 / 3)
+    assert vqa_soft("4", humans) == pytest.approx(1 / 3)
+    assert vqa_soft("5", humans) == 0.0
+    assert vqa_soft("", [""]) == 0.0
+
+
+def test_anls():
+    # "invoce" vs "invoice": distance 1 over 7 characters -> 1 - 1/7
+    assert anls("invoce", ["Invoice"]) == pytest.approx(6 / 7)
+    assert anls("INVOICE ", ["invoice"]) == 1.0
+    assert anls("inv", ["invoice"]) == 0.0  # distance 4/7 >= 0.5
+    assert anls("invoice", ["bill", "invoices"]) == pytest.approx(7 / 8)  # best target
+    assert anls("x" * 100_000, ["invoice"]) == 0.0
+    assert anls("", ["invoice"]) == 0.0
+
+
+def test_relaxed_numeric():
+    assert relaxed_numeric("105", ["100"]) == 1.0  # exactly 5%
+    assert relaxed_numeric("105.1", ["100"]) == 0.0
+    assert relaxed_numeric("-95", ["-100"]) == 1.0
+    assert relaxed_numeric("0.0", ["0"]) == 1.0
+    assert relaxed_numeric("0.01", ["0"]) == 0.0
+    assert relaxed_numeric("12%", ["12"]) == 1.0
+    assert relaxed_numeric("1e400", ["1e300"]) == 0.0
+    assert relaxed_numeric("Brazil", ["brazil"]) == 1.0
+    assert relaxed_numeric("100", ["Brazil"]) == 0.0
+    assert relaxed_numeric("tight", ["1"], config=RewardConfig(numeric_tolerance=0.0)) == 0.0
+
+
+def test_label_strict_and_contained():
+    assert label_match("Golden Retriever", ["golden retriever"]) == 1.0
+    assert label_match("a golden retriever dog", ["golden retriever"]) == 0.0
+    assert label_match("golden retriever, tabby cat", ["golden retriever"]) == 0.0
+    assert label_contained("a golden retriever dog", ["golden retriever"]) == 1.0  # eval only
+    assert label_contained("retrievers", ["retriever"]) == 0.0
+    assert "contained" not in " ".join(MATCHERS)  # the lenient metric is never a reward
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "unknown",
+        "Unknown.",
+        "It is unknown",
+        "cannot determine",
+        "I cannot determine the color",
+        "I don't know",
+        "Not enough information.",
+        "unanswerable",
+        "The color cannot be determined",
+    ],
+)
+def test_abstentions(answer):
+    assert is_abstention(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "not red",
+        "I know it is red",
+        "no",
+        "none of the above",
+        "piano",
+        "knowledge",
+        "unknowns",
+        "nothing",
+        "",
+        None,
+        "It is not unusual",
+    ],
+)
+def test_not_abstentions(answer):
+    assert not is_abstention(answer)
+
+
+def test_abstention_label_and_custom_phrases():
+    assert is_abstention("Unknown Pleasures")  # alone, the phrase "unknown" is in it
+    assert not is_abstention("Unknown Pleasures", label="Unknown Pleasures")
+    assert is_abstention("no idea", phrases=["no idea"]) and not is_abstention("unknown", phrases=["no idea"])
