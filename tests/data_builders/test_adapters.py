@@ -1,0 +1,157 @@
+"""Every adapter on a small fixture made here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from data_builders.adapters import iter_items
+from data_builders.config import BuildConfig
+from mmrl.config import load_config
+
+from .conftest import photo, read_jsonl, run_build
+
+
+def _items(*overrides: str) -> list:
+    return list(iter_items(load_config(BuildConfig, None, list(overrides))))
+
+
+def test_vqa_jsonl_with_answer_lists(tmp_path: Path, vqa_dir: Path) -> None:
+    rows = [{"image": "img0.png", "question": "How many?", "answers": ["2", "two", "2"], "boxes": [[1, 1, 9, 9]]}]
+    (vqa_dir / "vqa.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (item,) = _items(f"source.path={vqa_dir / 'vqa.jsonl'}")
+    assert item.id == "vqa-000001" and item.answer == "2" and item.aliases == ("two",)
+    run_build(tmp_path / "out", f"source.path={vqa_dir / 'train.jsonl'}")
+    records = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+    assert [r["variant"] for r in records[:3]] == ["positive", "counterfactual", "random_masked"]
+    first = records[0]
+    assert list(first) == ["id", "group_id", "variant", "image", "image_size", "question", "answer", "answer_aliases",
+                           "choices", "evidence", "distractors", "masked", "task", "source", "meta"]  # fmt: skip
+    assert first["image_size"] == [96, 64] and first["evidence"] == [[10.0, 8.0, 30.0, 28.0]]
+    assert (tmp_path / "out" / first["image"]).is_file()
+
+
+def _coco(tmp_path: Path) -> Path:
+    Image.fromarray(photo(80, 60)).save(tmp_path / "a.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 80, "height": 60}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]},
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [30, 5, 10, 10]},
+            {"id": 12, "image_id": 1, "category_id": 2, "bbox": [50, 30, 20, 20]},
+        ],
+        "refs": [{"ref_id": 7, "ann_id": 12, "sentences": [{"sent": "the dog on the right"}]}],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    return tmp_path / "coco.json"
+
+
+def test_coco_detection_and_refs(tmp_path: Path) -> None:
+    path = _coco(tmp_path)
+    cat, dog = _items("source.kind=coco", f"source.path={path}")
+    assert (
+        cat.answer == "2" and cat.boxes == [[5, 5, 15, 15], [30, 5, 40, 15]] and cat.distractors == [[50, 30, 70, 50]]
+    )
+    assert "cat" in cat.question and dog.answer == "1"
+    (ref,) = _items("source.kind=coco", f"source.path={path}", "source.coco_mode=refs")
+    assert ref.task == "grounding" and ref.answer == "dog" and "the dog on the right" in ref.question
+    assert ref.boxes == [[50, 30, 70, 50]] and len(ref.distractors) == 2
+    summary = run_build(tmp_path / "out", "source.kind=coco", f"source.path={path}")
+    assert summary["items"] == 2
+
+
+def _defacto(root: Path) -> Path:
+    sample = root / "defacto" / "s001"
+    sample.mkdir(parents=True)
+    pixels = photo(64, 48)
+    Image.fromarray(pixels).save(sample / "original.png")
+    masked = pixels.copy()
+    masked[10:20, 10:30] = 0
+    Image.fromarray(masked).save(sample / "smask.png")
+    (sample / "boxes.txt").write_text("# x1 y1 x2 y2\n10 10 30 20\n")
+    (sample / "outside_boxes.txt").write_text("40, 30, 60, 45\n")
+    (sample / "question.txt").write_text("What is on the sign?\n")
+    (sample / "answer.txt").write_text("stop\nSTOP sign\n")
+    return root / "defacto"
+
+
+def test_defacto_layout_imported_as_is(tmp_path: Path) -> None:
+    root = _defacto(tmp_path)
+    run_build(tmp_path / "out", "source.kind=defacto", f"source.path={root}")
+    by_variant = {r["variant"]: r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl")}
+    cf = by_variant["counterfactual"]
+    assert cf["meta"]["prebuilt"] and cf["masked"] == [[10.0, 10.0, 30.0, 20.0]] and cf["answer"] == "unknown"
+    shipped = Image.open(root / "s001" / "smask.png").tobytes()
+    assert Image.open(tmp_path / "out" / cf["image"]).tobytes() == shipped
+    assert by_variant["positive"]["answer_aliases"] == ["STOP sign"]
+    assert by_variant["positive"]["distractors"] == [[40.0, 30.0, 60.0, 45.0]]
+    assert "random_masked" in by_variant  # no rmask shipped: made here
+
+
+def _coop(root: Path) -> Path:
+    for c, name in enumerate(["apple", "banana_split", "cherry", "date", "elder"]):
+        folder = root / "cls" / name
+        folder.mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(photo(32, 32, seed=c * 10 + i)).save(folder / f"{i}.jpg")
+    return root / "cls"
+
+
+def test_coop_kshot_base_new_and_choices(tmp_path: Path) -> None:
+    root = _coop(tmp_path)
+    args = ["source.kind=coop", f"source.path={root}", "source.num_shots=2", "source.choice_fraction=0.6"]
+    items = _items(*args)
+    assert len(items) == 10 and {i.answer for i in items} == {"apple", "banana split", "cherry", "date", "elder"}
+    for item in items:
+        assert item.task == "classification" and item.answer in item.choices and len(item.choices) == 3
+        assert ", ".join(item.choices) in item.question
+    assert [i.id for i in items] == [i.id for i in _items(*args)]  # seeded
+    assert [i.id for i in items] != [i.id for i in _items(*args, "seed=9")]
+    base = {i.answer for i in _items(*args, "source.classes=base")}
+    new = {i.answer for i in _items(*args, "source.classes=new")}
+    assert base == {"apple", "banana split", "cherry"} and new == {"date", "elder"}
+    (plain,) = _items(*args, "source.prompt_style=no_thinking", "source.limit=1")
+    assert plain.question.endswith("Answer with the class name only.")
+    split = {"train": [["apple/0.jpg", 0, "apple"], ["cherry/1.jpg", 2, "cherry"]], "val": [], "test": []}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    from_split = _items("source.kind=coop", f"source.path={root}", f"source.split_file={tmp_path / 'split.json'}")
+    assert [i.answer for i in from_split] == ["apple", "cherry"] and len(from_split[0].choices) == 2
+    summary = run_build(tmp_path / "out", *args, "variants.make=[positive]")
+    assert summary["variants"] == {"positive": 10}
+
+
+def test_hf_datasets_arrow_and_parquet(tmp_path: Path) -> None:
+    import datasets
+
+    images = [Image.fromarray(photo(40, 30, seed=i)) for i in range(3)]
+    ds = datasets.Dataset.from_dict(
+        {"image": images, "question": ["q a", "q b", "q c"], "answer": ["a", "b", "c"],
+         "bbox": [[[1, 1, 10, 10]], [[2, 2, 5, 5]], [[3, 3, 4, 4]]]},
+        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
+                                    "answer": datasets.Value("string"),
+                                    "bbox": datasets.Sequence(datasets.Sequence(datasets.Value("float32")))}),
+    )  # fmt: skip
+    ds.save_to_disk(str(tmp_path / "arrow"))
+    ds.to_parquet(str(tmp_path / "data.parquet"))
+    for path in (tmp_path / "arrow", tmp_path / "data.parquet"):
+        out = tmp_path / f"out-{path.name}"
+        args = ["source.kind=hf", f"source.path={path}", "source.boxes_column=bbox", "source.box_format=xywh"]
+        summary = run_build(out, *args)
+        records = read_jsonl(out / "manifest.jsonl")
+        assert summary["items"] == 3 and records[0]["evidence"] == [[1.0, 1.0, 11.0, 11.0]]
+        assert records[0]["image_size"] == [40, 30]
+
+
+def test_synthetic_source_builds_train_and_heldout_splits(tmp_path: Path) -> None:
+    config = Path(__file__).parents[2] / "configs" / "build"
+    from data_builders.build import main
+
+    for name, split in (("synthetic.yaml", "train"), ("synthetic_heldout.yaml", "heldout")):
+        argv = [str(config / name), "--out", str(tmp_path / split), "source.num_items=12", "progress=false"]
+        assert main(argv) == 0
+    train = {r["group_id"] for r in read_jsonl(tmp_path / "train" / "manifest.jsonl")}
+    held = {r["group_id"] for r in read_jsonl(tmp_path / "heldout" / "manifest.jsonl")}
+    assert len(train) == len(held) == 12 and not train & held
