@@ -1,0 +1,137 @@
+"""The one log-prob function: policy, old policy and reference log-probs all come from `completion_logprobs`.
+
+One forward over prompt + completion with the prompt's image inputs (DESIGN.md principle 6: a reference that
+forgets the images gives a wrong KL). Prompts are left-padded, completions right-padded. `mm_token_type_ids`
+(the processor's marker of image tokens) is extended with zeros over the completion: without it Qwen2-VL and
+Qwen3-VL raise and Qwen2.5-VL silently computes wrong M-RoPE positions. Only the logits of the completion positions
+are computed (`logits_to_keep`), so memory grows with the completion, not with the image.
+
+Prompt inputs (a dict, as the processor returns it): `input_ids` (B, P), `attention_mask` (B, P), `pixel_values`
+(patches, D), `image_grid_thw` (images, 3), and `mm_token_type_ids` (B, P) when the processor gives it. A batch of B
+prompts serves B*G completion rows: `repeat_prompt_inputs` repeats each prompt G times, images included, so the
+G completions of one sample form a contiguous block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+# per-row tensors (B, P) that extend over the completion; the rest are per-image
+_ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+def _tokens_per_image(model: Any, image_grid_thw: torch.Tensor) -> list[int]:
+    merge = _spatial_merge_size(model)
+    return (image_grid_thw.prod(-1) // (merge * merge)).tolist()
+
+
+def _spatial_merge_size(model: Any) -> int:
+    config = getattr(model, "config", None)
+    vision = getattr(config, "vision_config", None)
+    return int(getattr(vision, "spatial_merge_size", 2))
+
+
+def _image_token_id(model: Any) -> int:
+    return int(model.config.image_token_id)
+
+
+def repeat_prompt_inputs(model: Any, prompt_inputs: Mapping[str, torch.Tensor], repeats: int) -> dict[str, Any]:
+    """Each prompt row repeated `repeats` times (contiguously), with its images' patches and grids.
+
+    Images are assigned to rows in order, by counting each row's image-pad tokens against each image's token count.
+    """
+    out: dict[str, Any] = dict(prompt_inputs)
+    if repeats == 1:
+        return out
+    for key in _ROW_KEYS:
+        if key in prompt_inputs:
+            out[key] = prompt_inputs[key].repeat_interleave(repeats, dim=0)  # (B*G, P)
+    grid = prompt_inputs.get("image_grid_thw")
+    pixels = prompt_inputs.get("pixel_values")
+    if grid is None or pixels is None:
+        return out
+    image_tokens = _tokens_per_image(model, grid)
+    patches = grid.prod(-1).tolist()
+    pad_counts = (prompt_inputs["input_ids"] == _image_token_id(model)).sum(-1).tolist()
+    patch_chunks = list(torch.split(pixels, patches, dim=0))
+    new_pixels, new_grid, image = [], [], 0
+    for count in pad_counts:
+        first = image
+        while count > 0:
+            count -= image_tokens[image]
+            image += 1
+        if count != 0:
+            raise ValueError("image-pad tokens of a prompt row do not match its images' token counts")
+        for _ in range(repeats):
+            new_pixels.extend(patch_chunks[first:image])
+            new_grid.append(grid[first:image])
+    out["pixel_values"] = torch.cat(new_pixels, dim=0)  # (patches*G, D)
+    out["image_grid_thw"] = torch.cat(new_grid, dim=0)  # (images*G, 3)
+    return out
+
+
+def full_sequence_inputs(
+    model: Any, prompt_inputs: Mapping[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> dict[str, Any]:
+    """Model inputs for prompt + completion: ids, mask and mm_token_type_ids concatenated; image inputs kept."""
+    num_prompts, num_rows = prompt_inputs["input_ids"].shape[0], completion_ids.shape[0]
+    if num_rows % num_prompts:
+        raise ValueError(f"{num_rows} completion rows are not a whole number of groups of {num_prompts} prompts")
+    inputs = repeat_prompt_inputs(model, prompt_inputs, num_rows // num_prompts)
+    completion_mask = completion_mask.to(inputs["attention_mask"].dtype)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)  # (B*G, P+T)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], completion_mask], dim=1)
+    if "mm_token_type_ids" in inputs:
+        mm = inputs["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat([mm, mm.new_zeros(completion_ids.shape)], dim=1)
+    return inputs
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., index] without materialising the full log-softmax in fp32 at once."""
+    if logits.dtype in (torch.float32, torch.float64):
+        picked = torch.gather(logits, -1, index.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1)
+    # half precision: logsumexp loses too much; go row by row in fp32
+    rows = [torch.log_softmax(row.float(), dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+            for row, idx in zip(logits, index, strict=True)]  # fmt: skip
+    return torch.stack(rows)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) over the last dimension."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def completion_logprobs(
+    model: Any,
+    prompt_inputs: Mapping[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs (B*G, T) of `completion_ids` under `model` at `temperature`; masked positions are 0.
+
+    `prompt_inputs` holds B prompts (left-padded) and `completion_ids` (B*G, T) their completions (right-padded,
+    `completion_mask` 1 on real tokens, EOS included). With `return_entropy`, also the entropies (B*G, T).
+    Gradients flow when called outside `torch.no_grad()`.
+    """
+    inputs = full_sequence_inputs(model, prompt_inputs, completion_ids, completion_mask)
+    num_completion = completion_ids.shape[1]
+    # the logit at position i predicts token i+1: keep the T+1 last positions and drop the very last
+    outputs = model(**inputs, use_cache=False, logits_to_keep=num_completion + 1)
+    logits = outputs.logits[:, :-1, :]  # (B*G, T, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    mask = completion_mask.bool()
+    logps = selective_log_softmax(logits, completion_ids).masked_fill(~mask, 0.0)  # (B*G, T)
+    if not return_entropy:
+        return logps
+    with torch.no_grad():
+        entropy = entropy_from_logits(logits).masked_fill(~mask, 0.0)  # (B*G, T)
+    return logps, entropy
