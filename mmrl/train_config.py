@@ -83,10 +83,18 @@ class GRPOConfig:
     epsilon_high: float = 0.2
     num_iterations: int = 1
     beta: float = 0.0
+    # weight the k3 KL by the importance ratio rho (TRL's use_bias_correction_kl, its default): unbiased gradient
+    kl_bias_correction: bool = True
     scale_rewards: Literal["group", "batch", "none"] = "group"
     drop_zero_spread: bool = False
+    # with drop_zero_spread: how many more global batches a step may draw to refill the dropped groups
+    max_refill_rounds: int = 3
 
     def validate(self) -> None:
+        if self.max_refill_rounds < 0:
+            raise ValueError("grpo.max_refill_rounds must be >= 0")
+        if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
+            raise ValueError("grpo.epsilon_low must be in [0, 1) and grpo.epsilon_high >= 0")
         if self.num_iterations < 1:
             raise ValueError("grpo.num_iterations must be at least 1")
         if self.beta < 0:
@@ -111,9 +119,13 @@ class TrainingConfig:
     save_steps: int = 0  # 0: only at the end
     save_total_limit: int = 2
     resume: Literal["auto", "never"] = "auto"
-    eval_steps: int = 0
+    eval_steps: int = 0  # evaluate on data.eval_manifest every N steps (0: only at the end)
+    # when data.train_manifest is missing: a build config (`mmrl build`) that writes it into the manifest's folder
+    build_config: str | None = None
 
     def validate(self) -> None:
+        if self.max_steps < 0 or self.save_steps < 0 or self.eval_steps < 0 or self.warmup_steps < 0:
+            raise ValueError("training.max_steps, save_steps, eval_steps and warmup_steps must be >= 0")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("training.batch_size and training.micro_batch_size must be >= 1")
         if self.learning_rate <= 0:
@@ -137,3 +149,10 @@ class TrainConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self) -> None:
+        # the prompt asks for one completion template and the rewards parse one: they must be the same
+        if self.data.template != self.rewards.template:
+            raise ValueError(
+                f"data.template ({self.data.template}) and rewards.template ({self.rewards.template}) must match"
+            )

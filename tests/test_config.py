@@ -128,3 +128,10 @@ def test_cli_unknown_command_suggests():
     result = _mmrl("trian")
     assert result.returncode == 2
     assert "did you mean 'train'?" in result.stderr
+
+
+def test_train_config_templates_must_agree():
+    from mmrl.train_config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"data.template \(direct\) and rewards.template \(think\) must match"):
+        load_config(TrainConfig, None, ["data.template=direct"])
