@@ -114,6 +114,7 @@ class LocalizeConfig:
 class VariantsConfig:
     make: list[str] = field(default_factory=lambda: list(VARIANT_NAMES))
     abstain_answer: str = "unknown"
+    # blur and inpaint keep some of a small object's colour and shape: use them for large or textured evidence
     fill: Literal["solid", "mean", "blur", "noise", "inpaint"] = "solid"
     fill_color: list[int] = field(default_factory=lambda: [127, 127, 127])
     blur_sigma: float = 12.0

@@ -186,7 +186,8 @@ def generate(cfg: SourceConfig, seed: int, index: int) -> SynthItem:
     else:
         present = {c for c, t in zip(colors, is_target, strict=True) if t}
         asked = colors[first] if rng.random() < 0.5 else names[int(rng.integers(len(names)))]
-        question, answer = f"Is there a {asked} {target}?", "yes" if asked in present else "no"
+        article = "an" if asked[0] in "aeiou" else "a"
+        question, answer = f"Is there {article} {asked} {target}?", "yes" if asked in present else "no"
     meta = {
         "question_type": qtype,
         "layout": cfg.layout,
