@@ -9,7 +9,8 @@ are computed (`logits_to_keep`), so memory grows with the completion, not with t
 Prompt inputs (a dict, as the processor returns it): `input_ids` (B, P), `attention_mask` (B, P), `pixel_values`
 (patches, D), `image_grid_thw` (images, 3), and `mm_token_type_ids` (B, P) when the processor gives it. A batch of B
 prompts serves B*G completion rows: `repeat_prompt_inputs` repeats each prompt G times, images included, so the
-G completions of one sample form a contiguous block.
+G completions of one sample form a contiguous block. With `share_prompt`, `mmrl.shared_prompt` computes each distinct
+prompt once instead (DESIGN.md, "The group shares its prompt").
 """
 
 from __future__ import annotations
@@ -38,11 +39,27 @@ def _image_token_id(model: Any) -> int:
     return int(model.config.image_token_id)
 
 
-def repeat_prompt_inputs(model: Any, prompt_inputs: Mapping[str, torch.Tensor], repeats: int) -> dict[str, Any]:
-    """Each prompt row repeated `repeats` times (contiguously), with its images' patches and grids.
+def image_spans(model: Any, prompt_inputs: Mapping[str, torch.Tensor]) -> list[tuple[int, int]]:
+    """For each prompt row, the range [first, end) of its images in `image_grid_thw`.
 
     Images are assigned to rows in order, by counting each row's image-pad tokens against each image's token count.
     """
+    image_tokens = _tokens_per_image(model, prompt_inputs["image_grid_thw"])
+    pad_counts = (prompt_inputs["input_ids"] == _image_token_id(model)).sum(-1).tolist()
+    spans, image = [], 0
+    for count in pad_counts:
+        first = image
+        while count > 0:
+            count -= image_tokens[image]
+            image += 1
+        if count != 0:
+            raise ValueError("image-pad tokens of a prompt row do not match its images' token counts")
+        spans.append((first, image))
+    return spans
+
+
+def repeat_prompt_inputs(model: Any, prompt_inputs: Mapping[str, torch.Tensor], repeats: int) -> dict[str, Any]:
+    """Each prompt row repeated `repeats` times (contiguously), with its images' patches and grids."""
     out: dict[str, Any] = dict(prompt_inputs)
     if repeats == 1:
         return out
@@ -53,21 +70,12 @@ def repeat_prompt_inputs(model: Any, prompt_inputs: Mapping[str, torch.Tensor], 
     pixels = prompt_inputs.get("pixel_values")
     if grid is None or pixels is None:
         return out
-    image_tokens = _tokens_per_image(model, grid)
-    patches = grid.prod(-1).tolist()
-    pad_counts = (prompt_inputs["input_ids"] == _image_token_id(model)).sum(-1).tolist()
-    patch_chunks = list(torch.split(pixels, patches, dim=0))
-    new_pixels, new_grid, image = [], [], 0
-    for count in pad_counts:
-        first = image
-        while count > 0:
-            count -= image_tokens[image]
-            image += 1
-        if count != 0:
-            raise ValueError("image-pad tokens of a prompt row do not match its images' token counts")
+    patch_chunks = list(torch.split(pixels, grid.prod(-1).tolist(), dim=0))
+    new_pixels, new_grid = [], []
+    for first, end in image_spans(model, prompt_inputs):
         for _ in range(repeats):
-            new_pixels.extend(patch_chunks[first:image])
-            new_grid.append(grid[first:image])
+            new_pixels.extend(patch_chunks[first:end])
+            new_grid.append(grid[first:end])
     out["pixel_values"] = torch.cat(new_pixels, dim=0)  # (patches*G, D)
     out["image_grid_thw"] = torch.cat(new_grid, dim=0)  # (images*G, 3)
     return out
@@ -114,18 +122,27 @@ def completion_logprobs(
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
     return_entropy: bool = False,
+    share_prompt: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs (B*G, T) of `completion_ids` under `model` at `temperature`; masked positions are 0.
 
     `prompt_inputs` holds B prompts (left-padded) and `completion_ids` (B*G, T) their completions (right-padded,
     `completion_mask` 1 on real tokens, EOS included). With `return_entropy`, also the entropies (B*G, T).
     Gradients flow when called outside `torch.no_grad()`.
+
+    With `share_prompt`, each distinct prompt is computed once (vision tower included) and its completions against
+    its cache (`mmrl.shared_prompt`, gradient checkpointing included): the same numbers, less work.
     """
-    inputs = full_sequence_inputs(model, prompt_inputs, completion_ids, completion_mask)
-    num_completion = completion_ids.shape[1]
-    # the logit at position i predicts token i+1: keep the T+1 last positions and drop the very last
-    outputs = model(**inputs, use_cache=False, logits_to_keep=num_completion + 1)
-    logits = outputs.logits[:, :-1, :]  # (B*G, T, V)
+    from mmrl.shared_prompt import shared_completion_logits
+
+    logits = None
+    if share_prompt:
+        logits = shared_completion_logits(model, prompt_inputs, completion_ids, completion_mask)  # (B*G, T, V)
+    if logits is None:
+        inputs = full_sequence_inputs(model, prompt_inputs, completion_ids, completion_mask)
+        # the logit at position i predicts token i+1: keep the T+1 last positions and drop the very last
+        outputs = model(**inputs, use_cache=False, logits_to_keep=completion_ids.shape[1] + 1)
+        logits = outputs.logits[:, :-1, :]  # (B*G, T, V)
     if temperature != 1.0:
         logits = logits / temperature
     mask = completion_mask.bool()
