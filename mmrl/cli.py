@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("data_builders.build:main", "build a manifest with positive / counterfactual / random-masked variants"),
     "preview": ("data_builders.preview:main", "draw a contact sheet of a manifest's items and their variants"),
     "train": ("mmrl.train:main", "GRPO training: mmrl train CONFIG [key=value ...]"),
+    "sft": ("mmrl.sft:main", "cold-start SFT in the recipe's completion template: mmrl sft CONFIG [key=value ...]"),
+    "export": ("mmrl.export:main", "a run's checkpoint as a plain Hugging Face folder: mmrl export RUN_DIR --out DIR"),
+    "infer": ("mmrl.infer:main", "answer and boxes for one image: mmrl infer MODEL_DIR --image PATH --question TEXT"),
+    "eval": ("mmrl.evaluate:main", "greedy evaluation per variant: mmrl eval MODEL_DIR MANIFEST [--out DIR]"),
 }
 
 

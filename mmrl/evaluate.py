@@ -1,0 +1,307 @@
+"""Evaluation: `mmrl eval MODEL_DIR MANIFEST [--out DIR]`, and the one greedy-evaluation path the trainer uses too.
+
+- `greedy_completions`: batched greedy answers (left-padded prompts, image-pad token suppressed, stop at
+  `<|im_end|>`), the same prompts as training (`mmrl.prompts.prompt_inputs`).
+- `score_rows`: one row per sample: reward and terms (`mmrl.rewards.score_completions`), strict accuracy (exact
+  match; abstaining counts as right on a counterfactual), lenient accuracy (the recipe's matcher, when it is not
+  exact), abstention, format, and the named boxes in image pixels matched to the evidence.
+- `summarize`: per variant and over all: accuracy, abstention rate, format rate, mean reward, grounding mean IoU and
+  the DeFacto benchmark's detection metrics (AP50, AP75, mAP over IoU 0.5:0.95; boxes named on positive and
+  random-masked images against their evidence); for classification samples, accuracy per dataset (`source`) and
+  CLS-RL's base / new / harmonic mean (from `meta.class_split`, which the CoOp adapter records).
+- `markdown_table`: the summary as the Markdown table `mmrl eval` writes beside its JSON.
+
+A model folder made by `mmrl export` holds `mmrl_config.yaml` (the run's resolved config): the template, prompt
+layout and reward settings come from it; `--config` names another config; without either the defaults apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmrl.errors import UserError
+
+CONFIG_FILE = "mmrl_config.yaml"
+SUMMARY_KEYS = (
+    "n", "accuracy", "accuracy_lenient", "abstention_rate", "format_rate", "reward",
+    "mean_iou", "AP50", "AP75", "mAP",
+)  # fmt: skip
+
+
+def greedy_completions(
+    model: Any,
+    processor: Any,
+    samples: Sequence[Any],
+    images: Sequence[Any],
+    data_config: Any,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    device: Any = "cpu",
+) -> list[str]:
+    """Greedy completion texts for `samples` (with their opened `images`), in batches of `batch_size`."""
+    import torch
+
+    from mmrl.prompts import prompt_inputs
+    from mmrl.rollout import STOP_TOKENS, SUPPRESSED_TOKENS, completion_mask_from_ids, token_ids
+
+    stop_ids = token_ids(processor, STOP_TOKENS)
+    kwargs = {
+        "do_sample": False, "max_new_tokens": max_new_tokens, "eos_token_id": stop_ids, "pad_token_id": stop_ids[-1],
+        "suppress_tokens": token_ids(processor, SUPPRESSED_TOKENS), "use_cache": True,
+        "temperature": None, "top_p": None, "top_k": None,
+    }  # fmt: skip
+    was_training = model.training
+    model.eval()
+    texts: list[str] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(samples), batch_size):
+                chunk, chunk_images = samples[start : start + batch_size], images[start : start + batch_size]
+                inputs = prompt_inputs(processor, chunk, chunk_images, data_config)
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+                ids = model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1] :]  # (B, T)
+                mask, _ = completion_mask_from_ids(ids, stop_ids)
+                texts += [
+                    processor.tokenizer.decode(row[m.bool()], skip_special_tokens=True)
+                    for row, m in zip(ids.cpu(), mask.cpu(), strict=True)
+                ]
+    finally:
+        model.train(was_training)
+    return texts
+
+
+def score_rows(texts: Sequence[str], samples: Sequence[Any], reward_config: Any, frame: Any) -> list[dict[str, Any]]:
+    """One row per (completion, sample): everything `summarize` aggregates."""
+    from mmrl.parsing import extract_answer
+    from mmrl.rewards.abstention import is_abstention
+    from mmrl.rewards.answer import accuracy_reward
+    from mmrl.rewards.compose import score_completions
+    from mmrl.rewards.format import format_reward
+    from mmrl.rewards.grounding import grounding_stats, predicted_boxes
+    from mmrl.types import Variant
+
+    strict = dataclasses.replace(reward_config, matcher="exact")
+    lenient = reward_config if reward_config.matcher != "exact" else None
+    scores = score_completions(texts, samples, reward_config, frame)
+    phrases = [*reward_config.abstention_phrases, reward_config.abstention_answer]
+    rows = []
+    for i, (text, sample) in enumerate(zip(texts, samples, strict=True)):
+        answer = extract_answer(text, reward_config.template)
+        label = sample.answer if sample.variant != Variant.COUNTERFACTUAL else None
+        pred, _ = predicted_boxes(text, sample, frame, reward_config.max_boxes)
+        gt = list(sample.evidence) if sample.variant != Variant.COUNTERFACTUAL else []
+        row: dict[str, Any] = {
+            "id": sample.id,
+            "variant": sample.variant.value,
+            "task": sample.task,
+            "source": sample.source,
+            "class_split": sample.meta.get("class_split"),
+            "question": sample.question,
+            "answer": sample.answer,
+            "completion": text,
+            "parsed_answer": answer,
+            "reward": scores.total[i],
+            "terms": {name: values[i] for name, values in scores.terms.items()},
+            "correct": accuracy_reward(text, sample, config=strict, frame=frame),
+            "correct_lenient": None if lenient is None else accuracy_reward(text, sample, config=lenient, frame=frame),
+            "abstained": float(answer is not None and is_abstention(answer, phrases, label=label)),
+            "formatted": float(format_reward(text, sample, config=reward_config, frame=frame) >= 1.0),
+            "pred_boxes": [b.to_list() for b in pred],
+            "gt_boxes": [b.to_list() for b in gt],
+            "iou": grounding_stats(pred, gt).mean_iou if gt else None,
+        }
+        rows.append(row)
+    return rows
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _variant_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from mmrl.rewards.metrics import detection_metrics
+    from mmrl.types import Box
+
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "accuracy": _mean([r["correct"] for r in rows]),
+        "accuracy_lenient": _mean([r["correct_lenient"] for r in rows]),
+        "abstention_rate": _mean([r["abstained"] for r in rows]),
+        "format_rate": _mean([r["formatted"] for r in rows]),
+        "reward": _mean([r["reward"] for r in rows]),
+        "mean_iou": _mean([r["iou"] for r in rows]),
+    }
+    items = [
+        ([Box.from_list(b) for b in r["pred_boxes"]], [Box.from_list(b) for b in r["gt_boxes"]])
+        for r in rows
+        if r["gt_boxes"]
+    ]
+    out.update(detection_metrics(items) if items else {"AP50": None, "AP75": None, "mAP": None})
+    return out
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"variants": {variant | "all": metrics}, "classification": {...} when there are classification samples}."""
+    order = ["positive", "counterfactual", "random_masked"]
+    variants = sorted({r["variant"] for r in rows}, key=lambda v: order.index(v) if v in order else len(order))
+    summary: dict[str, Any] = {"variants": {}}
+    for variant in [*variants, "all"]:
+        chosen = [r for r in rows if variant in ("all", r["variant"])]
+        summary["variants"][variant] = _variant_summary(chosen)
+    classification = [r for r in rows if r["task"] == "classification"]
+    if classification:
+        per_source = {
+            source: _mean([r["correct"] for r in classification if r["source"] == source])
+            for source in sorted({r["source"] for r in classification})
+        }
+        cls: dict[str, Any] = {"accuracy": _mean([r["correct"] for r in classification]), "per_dataset": per_source}
+        base = _mean([r["correct"] for r in classification if r["class_split"] == "base"])
+        new = _mean([r["correct"] for r in classification if r["class_split"] == "new"])
+        if base is not None and new is not None:
+            cls.update(base=base, new=new, harmonic_mean=2 * base * new / (base + new) if base + new > 0 else 0.0)
+        summary["classification"] = cls
+    return summary
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The per-variant summary (and the classification one) as Markdown."""
+    lines = ["| variant | " + " | ".join(SUMMARY_KEYS) + " |", "|---" * (len(SUMMARY_KEYS) + 1) + "|"]
+    for variant, metrics in summary["variants"].items():
+        lines.append(f"| {variant} | " + " | ".join(_cell(metrics.get(k)) for k in SUMMARY_KEYS) + " |")
+    cls = summary.get("classification")
+    if cls:
+        lines += ["", "| classification | accuracy |", "|---|---|"]
+        lines += [f"| {name} | {_cell(acc)} |" for name, acc in cls["per_dataset"].items()]
+        lines.append(f"| all datasets | {_cell(cls['accuracy'])} |")
+        for key in ("base", "new", "harmonic_mean"):
+            if key in cls:
+                lines.append(f"| {key} | {_cell(cls[key])} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model folders: what `mmrl eval` and `mmrl infer` load
+
+
+def read_model_config(model_dir: str | Path, config_path: str | Path | None = None) -> Any:
+    """The run's TrainConfig: from `config_path`, else the model folder's `mmrl_config.yaml`, else the defaults.
+
+    Sections other than those of a training config (e.g. an SFT run's `sft:`) are ignored."""
+    from mmrl.config import _build, read_yaml
+    from mmrl.train_config import TrainConfig
+
+    path = Path(config_path) if config_path is not None else Path(model_dir) / CONFIG_FILE
+    if config_path is None and not path.is_file():
+        return TrainConfig()
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    # the same validation as `load_config`, on the sections a training config has
+    return _build(TrainConfig, {k: v for k, v in read_yaml(path).items() if k in known})
+
+
+def load_model_folder(model_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, str, Any]:
+    """(model in eval mode, processor, family, FrameSpec from the processor's pixel budget) of a plain HF folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from mmrl.boxes import FrameSpec
+    from mmrl.models import detect_family
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir} is not a model folder (no config.json); make one with `mmrl export`")
+    try:
+        family = detect_family(AutoConfig.from_pretrained(model_dir))
+        processor = AutoProcessor.from_pretrained(model_dir)
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load model {model_dir}: {str(err).splitlines()[0]}") from None
+    size = processor.image_processor.size
+    frame = FrameSpec.for_family(family, int(size["shortest_edge"]), int(size["longest_edge"]))
+    return model.to(device).eval(), processor, family, frame
+
+
+def evaluate_samples(
+    model: Any, processor: Any, frame: Any, manifest: Any, config: Any, batch_size: int = 16, progress: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str]]]:
+    """(rows, summary, skipped (sample id, reason)) of greedy answers on every sample of `manifest`."""
+    from tqdm import tqdm
+
+    from mmrl.prompts import load_image
+
+    samples, images, skipped = [], [], []
+    for sample in manifest.samples:
+        try:
+            images.append(load_image(sample, manifest.root))
+            samples.append(sample)
+        except (OSError, ValueError) as err:
+            skipped.append((sample.id, str(err)))
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(samples), desc="eval", disable=not progress, unit="sample")
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        texts = greedy_completions(
+            model, processor, chunk, images[start : start + batch_size], config.data,
+            config.rollout.max_completion_length, batch_size,
+        )  # fmt: skip
+        rows += score_rows(texts, chunk, config.rewards, frame)
+        bar.update(len(chunk))
+    bar.close()
+    if not rows:
+        raise UserError(f"no sample of {manifest.path} could be evaluated (first: {skipped[0][1]})")
+    return rows, summarize(rows), skipped
+
+
+def write_report(out_dir: str | Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
+    json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(markdown_table(summary), encoding="utf-8")
+    return json_path, md_path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mmrl eval", description="greedy evaluation of a model folder")
+    parser.add_argument("model_dir", help="a model folder (from `mmrl export`, or a checkpoint's model/)")
+    parser.add_argument("manifest", help="manifest.jsonl to evaluate on")
+    parser.add_argument("--out", help="folder for metrics.json, metrics.md, predictions.jsonl (default: MODEL/eval)")
+    parser.add_argument("--config", help="a run config for template / prompt / rewards (default: the folder's own)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    args = parser.parse_args(argv)
+    from mmrl.data import read_manifest
+
+    manifest = read_manifest(args.manifest)
+    if args.limit is not None:
+        manifest.samples = manifest.samples[: args.limit]
+    config = read_model_config(args.model_dir, args.config)
+    model, processor, _, frame = load_model_folder(args.model_dir)
+    t0 = time.perf_counter()
+    rows, summary, skipped = evaluate_samples(model, processor, frame, manifest, config, args.batch_size)
+    summary["rejected_lines"] = len(manifest.rejects)
+    summary["skipped_samples"] = len(skipped)
+    out = Path(args.out) if args.out else Path(args.model_dir) / "eval"
+    json_path, md_path = write_report(out, rows, summary)
+    print(markdown_table(summary), end="")
+    if manifest.rejects:
+        line, reason = manifest.rejects[0]
+        print(f"{len(manifest.rejects)} bad manifest lines skipped (first: line {line}: {reason})")
+    if skipped:
+        print(f"{len(skipped)} samples skipped (first: {skipped[0][1]})")
+    print(f"evaluated {len(rows)} samples in {time.perf_counter() - t0:.1f}s -> {json_path}, {md_path}")
+    return 0
