@@ -135,7 +135,11 @@ def make_group(ctx: Run, model: Any, sample: Any, position: int) -> Group:
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
         torch.manual_seed(sample_seed(cfg.training.seed, position))
-        rollout = generate_completions(model, ctx.processor, prompt, cfg.rollout.num_generations, cfg.rollout)
+        if ctx.vllm is not None:  # a vLLM server samples the group, seeded the same way
+            seed = sample_seed(cfg.training.seed, position)
+            rollout = ctx.vllm.generate(sample, image, prompt["input_ids"], cfg.rollout.num_generations, seed)
+        else:
+            rollout = generate_completions(model, ctx.processor, prompt, cfg.rollout.num_generations, cfg.rollout)
     t1 = time.perf_counter()
     scores = score_completions(rollout.texts, [sample] * len(rollout.texts), cfg.rewards, ctx.frame)
     ctx.timers["time/generate"] += t1 - t0
@@ -165,6 +169,8 @@ def collect_groups(ctx: Run) -> tuple[list[Group], dict[str, float]]:
         # ZeRO-3 gathers the sharded weights for generation here; DDP just unwraps (and gradient checkpointing,
         # which would drop the generation cache, is off inside)
         with unwrap_model_for_generation(ctx.model, acc) as model:
+            if ctx.vllm is not None:  # send the share's requests at once: the server batches them
+                ctx.vllm.prefetch(ctx, indices, first, sample_seed)
             for offset, index in enumerate(indices):
                 try:
                     group = make_group(ctx, model, ctx.manifest.samples[index], first + offset)
@@ -244,7 +250,7 @@ def micro_batch_loss(
     mask = batch["completion_mask"].float()  # (B, T)
     logps, entropy = completion_logprobs(
         model, batch["prompt_inputs"], batch["completion_ids"], batch["completion_mask"],
-        temperature=config.rollout.temperature, return_entropy=True,
+        temperature=config.rollout.temperature, return_entropy=True, share_prompt=config.rollout.share_prompt,
     )  # fmt: skip
     old = logps.detach() if old_logps is None else old_logps  # one iteration: rho = 1 but its gradient is A
     terms = grpo.per_token_loss(
@@ -282,9 +288,11 @@ def fixed_logps(ctx: Run, model: Any, batches: list[dict[str, Any]]) -> list[tor
     """Log-probs of each micro-batch under a model that does not train now (old policy or reference)."""
     from mmrl.logprobs import completion_logprobs
 
-    temperature = ctx.config.rollout.temperature
+    temperature, share = ctx.config.rollout.temperature, ctx.config.rollout.share_prompt
     return [
-        completion_logprobs(model, b["prompt_inputs"], b["completion_ids"], b["completion_mask"], temperature)
+        completion_logprobs(
+            model, b["prompt_inputs"], b["completion_ids"], b["completion_mask"], temperature, share_prompt=share
+        )
         for b in batches
     ]
 
@@ -373,6 +381,7 @@ class Run:
     pad_token_id: int
     step: int = 0
     timers: dict[str, float] = field(default_factory=dict)
+    vllm: Any = None  # mmrl.vllm_client.VLLMBackend when rollout.backend is "vllm"
 
     @property
     def device(self) -> torch.device:
@@ -459,6 +468,10 @@ def setup(config: TrainConfig) -> Run:
         stream.load_state_dict(resumed.trainer_state["data"])
         if accelerator.is_main_process:
             print(f"mmrl: resumed from {latest} (step {run.step})")
+    if config.rollout.backend == "vllm":
+        from mmrl.vllm_client import connect
+
+        run.vllm = connect(run)  # checks the server's pixel budget; pushes the weights when resumed
     return run
 
 
@@ -521,37 +534,30 @@ def evaluate(run: Run) -> dict[str, float]:
     from trl.models.utils import unwrap_model_for_generation
 
     from mmrl.data import read_manifest
+    from mmrl.evaluate import greedy_completions, score_rows  # the one evaluation path (mmrl eval uses it too)
     from mmrl.metrics import mean_std
-    from mmrl.prompts import load_image, prompt_inputs
-    from mmrl.rewards.compose import score_completions
-    from mmrl.rollout import finish_rollout, generation_kwargs
+    from mmrl.prompts import load_image
 
     cfg, acc = run.config, run.accelerator
     manifest = read_manifest(cfg.data.eval_manifest)
     mine = manifest.samples[acc.process_index :: acc.num_processes]
-    kwargs = generation_kwargs(run.processor, cfg.rollout)
-    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     rows = []
     with unwrap_model_for_generation(run.model, acc) as model:
-        was_training = model.training
-        model.eval()
         for start in range(0, len(mine), cfg.training.batch_size):
             samples = mine[start : start + cfg.training.batch_size]
             images = [load_image(s, manifest.root) for s in samples]
-            inputs = {k: v.to(run.device) for k, v in prompt_inputs(run.processor, samples, images, cfg.data).items()}
-            sequences = model.generate(**inputs, **kwargs)
-            ids = sequences[:, inputs["input_ids"].shape[1] :]
-            rollout = finish_rollout(run.processor, ids, torch.zeros(ids.shape), 1)
-            scores = score_completions(rollout.texts, samples, cfg.rewards, run.frame)
-            for i, sample in enumerate(samples):
-                terms = {name: values[i] for name, values in scores.terms.items()}
-                rows.append({"variant": sample.variant.value, "reward": scores.total[i], **terms})
-        model.train(was_training)
+            texts = greedy_completions(
+                model, run.processor, samples, images, cfg.data, cfg.rollout.max_completion_length, len(samples),
+                run.device,
+            )  # fmt: skip
+            for r in score_rows(texts, samples, cfg.rewards, run.frame):
+                rows.append({"variant": r["variant"], "reward": r["reward"], **r["terms"], "accuracy": r["correct"],
+                             "abstention_rate": r["abstained"], "format_rate": r["formatted"]})  # fmt: skip
     rows = gather_object(rows) if acc.num_processes > 1 else rows
     out: dict[str, float] = {}
     for variant in sorted({r["variant"] for r in rows}) + ["all"]:
         chosen = [r for r in rows if variant in ("all", r["variant"])]
-        for key in ["reward", *cfg.rewards.terms]:
+        for key in ["reward", *cfg.rewards.terms, "accuracy", "abstention_rate", "format_rate"]:
             out[f"eval/{variant}/{key}"] = mean_std(r.get(key) for r in chosen)[0]
     return out
 
@@ -635,6 +641,12 @@ def train(config: TrainConfig) -> Run:
         run.scheduler.step()
         run.step += 1
         run.timers["time/update"] = time.perf_counter() - t0
+        if run.vllm is not None:  # the server samples the next step with the updated weights
+            from mmrl.vllm_client import sync_weights
+
+            t0 = time.perf_counter()
+            sync_weights(run, run.vllm)
+            run.timers["time/weight_sync"] = time.perf_counter() - t0
 
         # 6. log
         metrics = {**rollout_metrics(run, groups, advantages, counts), **update, **run.timers}

@@ -65,8 +65,21 @@ class RolloutConfig:
     max_completion_length: int = 64
     # share each group's prompt (prefill once, expand the cache); off = the plain repeated computation
     share_prompt: bool = True
+    # "hf": generate with the policy itself; "vllm": a vLLM server generates and gets the weights after each step
+    # (mmrl.vllm_client, docs/launching.md)
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = 8000
+    vllm_timeout: float = 300.0  # seconds: waiting for the server at start, and for each request
+    vllm_group_port: int = 51216  # the NCCL group that carries the weights to the server
+    vllm_concurrency: int = 32  # requests (one per sample) in flight per training process
 
     def validate(self) -> None:
+        for name in ("vllm_port", "vllm_group_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ValueError(f"rollout.{name} must be a TCP port (1-65535), got {getattr(self, name)}")
+        if self.vllm_timeout <= 0 or self.vllm_concurrency < 1:
+            raise ValueError("rollout.vllm_timeout must be positive and rollout.vllm_concurrency >= 1")
         if self.num_generations < 2:
             raise ValueError("rollout.num_generations must be at least 2 (advantages need a group)")
         if self.temperature <= 0:

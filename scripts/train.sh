@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# GRPO training on one machine: scripts/train.sh CONFIG [key=value | @FILE ...]
+#
+# With GPUs: `accelerate launch` over all of this machine's GPUs with configs/accelerate/$MMRL_ACCELERATE.yaml.
+# Without:   one CPU process (`mmrl train`), or MMRL_NUM_PROCESSES CPU processes over gloo (torchrun, since
+#            `accelerate launch --cpu --num_processes N` starts a single process on a machine without MPI).
+# @FILE reads more overrides from FILE, one a line ('#' starts a comment), e.g. configs/recipes/coop/eurosat.args.
+# CONFIG and @FILE paths may be relative to the current folder or to the repository; the run itself starts in the
+# repository root, so paths inside configs and overrides (runs/...) are relative to it.
+#
+# Environment (all optional):
+#   MMRL_ACCELERATE     ddp | zero2 | zero3 | fsdp (default ddp): which configs/accelerate/*.yaml
+#   MMRL_NUM_PROCESSES  processes on this machine (default: the GPUs visible here, 1 without GPUs)
+#   MMRL_MIXED_PRECISION  bf16 | fp16 | no (default bf16 on GPUs): autocast over the config's fp32 master weights
+#   MMRL_NUM_MACHINES, MMRL_MACHINE_RANK, MMRL_MAIN_ADDR, MMRL_MAIN_PORT: several machines (scripts/slurm_train.sh
+#                       sets them); defaults 1, 0, 127.0.0.1, 29500
+set -euo pipefail
+
+if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
+  awk 'NR == 1 { next } /^#SBATCH/ || !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# a path given relative to the caller's folder, else to the repository (absolute paths stay)
+resolve() {
+  if [[ -e $1 ]]; then
+    printf '%s\n' "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+  else
+    printf '%s\n' "$1"
+  fi
+}
+
+config="$(resolve "$1")"
+shift
+overrides=()
+for arg in "$@"; do
+  if [[ $arg == @* ]]; then
+    file="$(resolve "${arg#@}")"
+    [[ -f $file || -f $repo/$file ]] || { echo "train.sh: override file not found: ${arg#@}" >&2; exit 2; }
+    [[ -f $file ]] || file="$repo/$file"
+    while IFS= read -r line || [[ -n $line ]]; do
+      line="${line%%#*}"
+      line="${line#"${line%%[![:space:]]*}"}"
+      line="${line%"${line##*[![:space:]]}"}"
+      [[ -n $line ]] && overrides+=("$line")
+    done <"$file"
+  else
+    overrides+=("$arg")
+  fi
+done
+cd "$repo"
+
+bin=""
+[[ -x .venv/bin/mmrl ]] && bin=".venv/bin/"
+mode="${MMRL_ACCELERATE:-ddp}"
+case "$mode" in
+  ddp | zero2 | zero3 | fsdp) ;;
+  *) echo "train.sh: MMRL_ACCELERATE must be ddp, zero2, zero3 or fsdp, got '$mode'" >&2; exit 2 ;;
+esac
+
+gpus=0
+if [[ -n ${CUDA_VISIBLE_DEVICES+x} ]]; then
+  if [[ -n $CUDA_VISIBLE_DEVICES && $CUDA_VISIBLE_DEVICES != -1 ]]; then
+    IFS=, read -ra visible <<<"$CUDA_VISIBLE_DEVICES"
+    gpus=${#visible[@]}
+  fi
+elif command -v nvidia-smi >/dev/null 2>&1; then
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+fi
+machines="${MMRL_NUM_MACHINES:-1}"
+rank="${MMRL_MACHINE_RANK:-0}"
+addr="${MMRL_MAIN_ADDR:-127.0.0.1}"
+port="${MMRL_MAIN_PORT:-29500}"
+
+if [[ $gpus -gt 0 ]]; then
+  nproc="${MMRL_NUM_PROCESSES:-$gpus}"
+  cmd=("${bin}accelerate" launch --config_file "configs/accelerate/$mode.yaml"
+    --num_processes "$((nproc * machines))" --num_machines "$machines" --machine_rank "$rank"
+    --main_process_ip "$addr" --main_process_port "$port" --mixed_precision "${MMRL_MIXED_PRECISION:-bf16}"
+    -m mmrl.cli train "$config" "${overrides[@]}")
+else
+  nproc="${MMRL_NUM_PROCESSES:-1}"
+  if [[ $nproc -eq 1 && $machines -eq 1 ]]; then
+    cmd=("${bin}mmrl" train "$config" "${overrides[@]}")
+  else
+    export ACCELERATE_USE_CPU=1
+    echo "+ ACCELERATE_USE_CPU=1 (no GPU: $nproc CPU processes per machine over gloo)" >&2
+    cmd=("${bin}torchrun" --nproc_per_node "$nproc" --nnodes "$machines" --node_rank "$rank"
+      --master_addr "$addr" --master_port "$port" -m mmrl.cli train "$config" "${overrides[@]}")
+  fi
+fi
+echo "+ ${cmd[*]}" >&2
+exec "${cmd[@]}"

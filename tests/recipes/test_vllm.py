@@ -1,0 +1,164 @@
+"""The vLLM rollout backend against a fake server that records what it receives (tests/recipes/fake_vllm.py):
+prompts with their images and sampling parameters, completions turned into a Rollout, the pixel-budget checks, and
+the weight pushes of a training run. The NCCL broadcast itself needs CUDA and vLLM: in the training test a recorder
+stands in for it (`init_weight_sync` is replaced), and the HTTP side of the protocol is the real one."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmrl.config import load_config
+from mmrl.data import read_manifest
+from mmrl.errors import UserError
+from mmrl.models import load_model_and_processor
+from mmrl.prompts import load_image, prompt_inputs, question_text
+from mmrl.rollout import STOP_TOKENS, SUPPRESSED_TOKENS, token_ids
+from mmrl.train import sample_seed, train
+from mmrl.train_config import TrainConfig
+from mmrl.vllm_client import VLLMBackend
+
+from .conftest import RECIPES
+from .fake_vllm import FakeVLLM
+
+RECIPE = "defacto_qwen2_5_vl_7b"
+BUDGET = (3136, 1003520)  # the recipe's model.min_pixels / max_pixels
+
+
+@pytest.fixture
+def setup(tiny_overrides):
+    """(config, processor, a sample, its image) for the DeFacto recipe on the tiny model."""
+
+    def make(*extra: str):
+        config = load_config(TrainConfig, RECIPES / f"{RECIPE}.yaml", [*tiny_overrides(RECIPE), *extra])
+        _, processor, _ = load_model_and_processor(config.model)
+        manifest = read_manifest(config.data.train_manifest)
+        sample = manifest.samples[0]
+        return config, processor, sample, load_image(sample, manifest.root)
+
+    return make
+
+
+def _backend(config, processor, port: int) -> VLLMBackend:
+    config.rollout.vllm_port = port
+    config.rollout.vllm_timeout = 10.0
+    backend = VLLMBackend(config.rollout, config.model, config.data, processor)
+    backend.wait_for_server()
+    return backend
+
+
+def test_generate_sends_the_prompt_with_its_image_and_the_sampling_parameters(setup):
+    config, processor, sample, image = setup("rollout.max_completion_length=12", "rollout.top_k=5")
+    prompt = prompt_inputs(processor, [sample], [image], config.data)
+    with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
+        backend = _backend(config, processor, server.url_port)
+        backend.check_pixel_budget()
+        rollout = backend.generate(sample, image, prompt["input_ids"], 4, seed=123)
+        again = backend.generate(sample, image, prompt["input_ids"], 4, seed=123)
+        body = server.calls("/v1/chat/completions")[0][2]
+
+    # the request: mmrl's own user turn, question first, the image as a lossless PNG of the same pixels
+    (user,) = body["messages"]
+    text, picture = user["content"]
+    assert text == {"type": "text", "text": question_text(sample, "think")}
+    png = base64.b64decode(picture["image_url"]["url"].removeprefix("data:image/png;base64,"))
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(image))
+    assert (body["n"], body["temperature"], body["top_p"], body["top_k"], body["max_tokens"], body["seed"]) == (
+        4, 1.0, 1.0, 5, 12, 123)  # fmt: skip
+    assert body["model"] == "fake-qwen" and body["return_token_ids"] and body["logprobs"]
+    assert body["stop_token_ids"] == token_ids(processor, STOP_TOKENS)
+    assert {int(k): v for k, v in body["logit_bias"].items()} == dict.fromkeys(
+        token_ids(processor, SUPPRESSED_TOKENS), -100)  # fmt: skip
+
+    # the answer: G contiguous rows, masked after the first stop token, decoded as the HF path decodes
+    assert rollout.completion_ids.shape[0] == 4 and rollout.num_generations == 4
+    assert torch.equal(rollout.completion_ids, again.completion_ids)  # the seed decides, as on a real server
+    im_end = token_ids(processor, ("<|im_end|>",))[0]
+    for row, mask, text_out, cut in zip(rollout.completion_ids, rollout.completion_mask, rollout.texts,
+                                        rollout.truncated, strict=True):  # fmt: skip
+        kept = row[mask.bool()]
+        assert bool(cut) == (im_end not in kept.tolist())
+        assert text_out == processor.tokenizer.decode(kept, skip_special_tokens=True)
+        assert (rollout.sampling_logps[0][~rollout.completion_mask[0].bool()] == 0).all()
+    assert (rollout.sampling_logps[rollout.completion_mask.bool()] <= 0).all()
+
+
+def test_pixel_budget_mismatch_is_an_error_at_start(setup):
+    config, processor, _, _ = setup()
+    with FakeVLLM(config.model.name_or_path, 3136, 200704) as server:
+        backend = _backend(config, processor, server.url_port)
+        with pytest.raises(UserError, match=r"--mm-processor-kwargs '\{\"min_pixels\": 3136, \"max_pixels\": 1003520"):
+            backend.check_pixel_budget()
+    with FakeVLLM(config.model.name_or_path, *BUDGET, advertised={}) as server:  # a server started without the flag
+        backend = _backend(config, processor, server.url_port)
+        with pytest.raises(UserError, match=r"\(None, None\) differs"):
+            backend.check_pixel_budget()
+        server.dev_mode = False  # a server started without VLLM_SERVER_DEV_MODE=1
+        with pytest.raises(UserError, match="VLLM_SERVER_DEV_MODE=1"):
+            backend.check_pixel_budget()
+
+
+def test_a_prompt_the_server_renders_differently_is_an_error(setup, tmp_path):
+    """A server that claims mmrl's budget but resizes otherwise: the echoed prompt ids give it away."""
+    from PIL import Image
+
+    config, processor, sample, _ = setup()
+    image = Image.new("RGB", (448, 448), "white")  # 256 image tokens at mmrl's budget, fewer at the server's
+    prompt = prompt_inputs(processor, [sample], [image], config.data)
+    claim = {"min_pixels": BUDGET[0], "max_pixels": BUDGET[1]}
+    with FakeVLLM(config.model.name_or_path, 3136, 50176, advertised=claim) as server:
+        backend = _backend(config, processor, server.url_port)
+        backend.check_pixel_budget()  # the claim passes
+        with pytest.raises(UserError, match="256 image tokens; server: .* 64 image tokens"):
+            backend.generate(sample, image, prompt["input_ids"], 2, seed=0)
+
+
+def test_no_server_is_a_clear_error(setup):
+    config, processor, _, _ = setup()
+    config.rollout.vllm_port, config.rollout.vllm_timeout = 9, 0.5  # nothing listens on the discard port
+    with pytest.raises(UserError, match="no vLLM server at http://127.0.0.1:9"):
+        VLLMBackend(config.rollout, config.model, config.data, processor).wait_for_server()
+
+
+def test_weight_sync_needs_cuda(setup):
+    config, processor, _, _ = setup()
+    backend = VLLMBackend(config.rollout, config.model, config.data, processor)
+    with pytest.raises(UserError, match="CUDA"):
+        backend.init_weight_sync(torch.device("cpu"))
+
+
+def test_training_generates_on_the_server_and_pushes_weights_after_each_step(tiny_overrides, monkeypatch):
+    sent: list[dict[str, torch.Tensor]] = []
+
+    def init_weight_sync(self, device):  # the NCCL group (CUDA + vLLM) replaced by a recorder of the tensors
+        self.sender = lambda named: sent.append({name: t.clone() for name, t in named})
+
+    monkeypatch.setattr(VLLMBackend, "init_weight_sync", init_weight_sync)
+    config = load_config(TrainConfig, RECIPES / f"{RECIPE}.yaml", tiny_overrides(RECIPE))
+    with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
+        config.rollout.backend, config.rollout.vllm_port = "vllm", server.url_port
+        run = train(config)
+        calls = [path for _, path, _ in server.calls() if path not in ("/health", "/v1/models", "/server_info")]
+        generations = [body for _, path, body in server.calls("/v1/chat/completions")]
+        updates = [body["update_info"] for _, _, body in server.calls("/update_weights")]
+
+    # 2 steps x 2 samples, each seeded as the HF path seeds it; then the push, in the protocol's order
+    push = ["/start_weight_update", "/update_weights", "/finish_weight_update", "/reset_prefix_cache"]
+    assert calls == ["/v1/chat/completions"] * 2 + push + ["/v1/chat/completions"] * 2 + push
+    assert sorted(g["seed"] for g in generations) == sorted(sample_seed(0, p) for p in range(4))  # sent together
+    assert all(g["n"] == 4 for g in generations)
+    assert not run.vllm.pending  # every prefetched request was collected by the group it belongs to
+    params = dict(run.unwrapped_model.named_parameters())
+    assert len(sent) == 2 and run.vllm.weight_pushes == 2
+    for info in updates:
+        assert info["names"] == list(params) and set(info["dtype_names"]) == {"bfloat16"}
+        assert info["shapes"] == [list(p.shape) for p in params.values()]
+    for name, param in params.items():  # the last push holds the final weights
+        torch.testing.assert_close(sent[-1][name], param.detach().to(torch.bfloat16), atol=0, rtol=0)
+    rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["time/weight_sync"] >= 0 for r in rows)
