@@ -179,6 +179,24 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return _build(cls, data)
 
 
+def load_run_config(cls: type[T], argv: list[str], prog: str, description: str) -> T:
+    """`prog CONFIG [key=value ...] [--max-steps N] [--output-dir DIR]` -> the validated config (mmrl train / sft)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", help="YAML config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.learning_rate=1e-4")
+    parser.add_argument("--max-steps", type=int, help="overrides training.max_steps")
+    parser.add_argument("--output-dir", help="overrides training.output_dir")
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"training.max_steps={args.max_steps}")
+    if args.output_dir is not None:
+        overrides.append(f"training.output_dir={args.output_dir}")
+    return load_config(cls, args.config, overrides)
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

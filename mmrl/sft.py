@@ -20,7 +20,6 @@ The loop, as built (one step):
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import torch
 
-from mmrl.config import load_config, save_config, to_dict
+from mmrl.config import load_run_config, save_config, to_dict
 from mmrl.errors import UserError
 from mmrl.rewards.config import RewardConfig
 from mmrl.train_config import DataConfig, LoggingConfig, ModelConfig, RolloutConfig, TrainingConfig
@@ -75,18 +74,7 @@ class SFTConfig:
 
 
 def parse_args(argv: list[str]) -> SFTConfig:
-    parser = argparse.ArgumentParser(prog="mmrl sft", description="cold-start SFT of a Qwen-VL model")
-    parser.add_argument("config", help="YAML config (e.g. configs/sft_synthetic.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.learning_rate=1e-4")
-    parser.add_argument("--max-steps", type=int, help="overrides training.max_steps")
-    parser.add_argument("--output-dir", help="overrides training.output_dir")
-    args = parser.parse_intermixed_args(argv)
-    overrides = list(args.overrides)
-    if args.max_steps is not None:
-        overrides.append(f"training.max_steps={args.max_steps}")
-    if args.output_dir is not None:
-        overrides.append(f"training.output_dir={args.output_dir}")
-    return load_config(SFTConfig, args.config, overrides)
+    return load_run_config(SFTConfig, argv, "mmrl sft", "cold-start SFT of a Qwen-VL model")
 
 
 def main(argv: list[str]) -> int:

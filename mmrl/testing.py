@@ -6,6 +6,7 @@ Use from a conftest.py:
 
     tiny_model_dirs = testing.tiny_model_dirs  # registers the session fixture
 
+`small_tiny_model(family)` builds a smaller one on first use (register it the same way);
 `tiny_model_dirs` maps each family to a folder holding its tiny model (built once into a session tmp dir);
 `shapes_image(width, height, shapes)` draws real RGB images with PIL; `chat_batch(processor, images)` makes a
 left-padded prompt batch from them; `biased_model(path, token_id, bias)` loads a tiny model whose output favours one
@@ -32,6 +33,22 @@ def build_tiny_models(root: str | Path, families: tuple[str, ...] = FAMILIES) ->
             build_tiny_model(family, path)
         dirs[family] = path
     return dirs
+
+
+@pytest.fixture(scope="session")
+def small_tiny_model(tmp_path_factory: pytest.TempPathFactory):
+    """family -> folder of a smaller tiny model (hidden 64, one layer, vision depth 1), built on first use."""
+    from mmrl.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("small-tiny-models")
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = build_tiny_model(family, root / family, hidden_size=64, num_layers=1, vision_depth=1)
+        return cache[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")

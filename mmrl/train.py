@@ -30,7 +30,6 @@ The algorithm, as built (one step; every process runs it on its own slice of the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import math
@@ -43,28 +42,17 @@ from typing import Any
 import torch
 
 from mmrl import grpo
-from mmrl.config import load_config, save_config, to_dict
+from mmrl.config import load_config, load_run_config, save_config, to_dict
 from mmrl.errors import UserError
 from mmrl.train_config import TrainConfig
 
 
-def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="mmrl train", description="GRPO training of a Qwen-VL model")
-    parser.add_argument("config", help="YAML config (see configs/)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.beta=0.04")
-    parser.add_argument("--max-steps", type=int, help="overrides training.max_steps")
-    parser.add_argument("--output-dir", help="overrides training.output_dir")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides)
-    if args.max_steps is not None:
-        overrides.append(f"training.max_steps={args.max_steps}")
-    if args.output_dir is not None:
-        overrides.append(f"training.output_dir={args.output_dir}")
-    return load_config(TrainConfig, args.config, overrides), args
+def parse_args(argv: list[str]) -> TrainConfig:
+    return load_run_config(TrainConfig, argv, "mmrl train", "GRPO training of a Qwen-VL model")
 
 
 def main(argv: list[str]) -> int:
-    config, _ = parse_args(argv)  # a bad config fails here, before any model loads
+    config = parse_args(argv)  # a bad config fails here, before any model loads
     train(config)
     return 0
 

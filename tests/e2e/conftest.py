@@ -5,23 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from mmrl import testing
 from mmrl.config import load_config
 
-
-@pytest.fixture(scope="session")
-def tiny_model_dirs(tmp_path_factory):
-    """family -> folder of a small tiny model, built on first use."""
-    from mmrl.tiny import build_tiny_model
-
-    root = tmp_path_factory.mktemp("e2e_models")
-    cache: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in cache:
-            cache[family] = build_tiny_model(family, root / family, hidden_size=64, num_layers=1, vision_depth=1)
-        return cache[family]
-
-    return get
+tiny_model_dirs = testing.small_tiny_model  # a session fixture: family -> folder of a small tiny model
 
 
 @pytest.fixture(scope="session")

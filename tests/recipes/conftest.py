@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mmrl import testing
 from mmrl.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,20 +57,7 @@ def read_args(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """family -> folder of a tiny random-initialised model (hidden 64, one layer, vision depth 1), built once."""
-    from mmrl.tiny import build_tiny_model
-
-    root = tmp_path_factory.mktemp("recipe_models")
-    cache: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in cache:
-            cache[family] = build_tiny_model(family, root / family, hidden_size=64, num_layers=1, vision_depth=1)
-        return cache[family]
-
-    return get
+tiny_model = testing.small_tiny_model  # a session fixture: family -> folder of a small tiny model
 
 
 def _build(config: str | None, overrides: list[str]) -> None:

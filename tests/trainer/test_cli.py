@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_overrides_and_flags(tmp_path):
-    config, _ = parse_args(
+    config = parse_args(
         [str(ROOT / "configs" / "debug_tiny.yaml"), "grpo.beta=0", "--max-steps", "3", "--output-dir", str(tmp_path)]
     )
     assert config.grpo.beta == 0.0 and config.training.max_steps == 3
