@@ -15,44 +15,20 @@
 #   MMRL_NUM_MACHINES, MMRL_MACHINE_RANK, MMRL_MAIN_ADDR, MMRL_MAIN_PORT: several machines (scripts/slurm_train.sh
 #                       sets them); defaults 1, 0, 127.0.0.1, 29500
 set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 
 if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
-  awk 'NR == 1 { next } /^#SBATCH/ || !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
+  print_usage "${BASH_SOURCE[0]}"
   exit 0
 fi
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-# a path given relative to the caller's folder, else to the repository (absolute paths stay)
-resolve() {
-  if [[ -e $1 ]]; then
-    printf '%s\n' "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-  else
-    printf '%s\n' "$1"
-  fi
-}
-
 config="$(resolve "$1")"
 shift
-overrides=()
-for arg in "$@"; do
-  if [[ $arg == @* ]]; then
-    file="$(resolve "${arg#@}")"
-    [[ -f $file || -f $repo/$file ]] || { echo "train.sh: override file not found: ${arg#@}" >&2; exit 2; }
-    [[ -f $file ]] || file="$repo/$file"
-    while IFS= read -r line || [[ -n $line ]]; do
-      line="${line%%#*}"
-      line="${line#"${line%%[![:space:]]*}"}"
-      line="${line%"${line##*[![:space:]]}"}"
-      [[ -n $line ]] && overrides+=("$line")
-    done <"$file"
-  else
-    overrides+=("$arg")
-  fi
-done
+read_overrides train.sh "$repo" "$@"
 cd "$repo"
 
-bin=""
-[[ -x .venv/bin/mmrl ]] && bin=".venv/bin/"
+bin="$(mmrl_bin)"
 mode="${MMRL_ACCELERATE:-ddp}"
 case "$mode" in
   ddp | zero2 | zero3 | fsdp) ;;

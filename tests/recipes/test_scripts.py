@@ -49,6 +49,13 @@ def test_script_parses_and_passes_shellcheck(name):
     assert result.returncode == 0, result.stdout
 
 
+def test_sourced_library_passes_shellcheck():
+    path = REPO / "scripts" / "lib.sh"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    result = subprocess.run([_shellcheck(), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
 @pytest.mark.parametrize("name", ["train.sh", "slurm_train.sh", "build_data.sh"])
 def test_help(name, tmp_path):
     result = subprocess.run(["bash", str(REPO / "scripts" / name), "--help"], capture_output=True, text=True,
