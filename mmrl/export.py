@@ -108,6 +108,11 @@ def export(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | No
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}")
+    # the output folder is replaced: only ever one that an earlier export wrote, or an empty one
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).is_file())
+    ):
+        raise UserError(f"{out_dir} exists and is not an mmrl export: refusing to replace it (choose another --out)")
     chosen = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
     if chosen is None or not (chosen / ckpt.STATE_FILE).is_file() or not (chosen / "model").is_dir():
         raise UserError(f"{run_dir} holds no finished checkpoint (a checkpoint-N folder with {ckpt.STATE_FILE})")

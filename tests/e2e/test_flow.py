@@ -162,6 +162,7 @@ def test_eval_command_skips_bad_lines_and_evaluates_the_rest(flow, tmp_path, cap
         (["infer", "MODEL", "--image", "MISSING", "--question", "q"], "image not found"),
         (["infer", "MODEL", "--image", "CORRUPT", "--question", "q"], "cannot read image"),
         (["export", "EMPTY_RUN", "--out", "OUT"], "holds no finished checkpoint"),
+        (["export", "EMPTY_RUN", "--out", "NOT_EXPORT"], "is not an mmrl export: refusing to replace it"),
         (["eval", "MODEL", "ALL_BAD"], "holds no usable sample"),
     ],
 )
@@ -169,12 +170,15 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(flow, tmp_path, capsys, args, 
     (tmp_path / "corrupt.png").write_bytes(b"not a png")
     (tmp_path / "empty_run").mkdir()
     (tmp_path / "all_bad.jsonl").write_text("{broken\n")
+    (tmp_path / "not_export").mkdir()
+    (tmp_path / "not_export" / "notes.txt").write_text("keep me")
     paths = {"MODEL": flow["model_dir"], "MISSING": tmp_path / "nope.png", "CORRUPT": tmp_path / "corrupt.png",
-             "EMPTY_RUN": tmp_path / "empty_run", "OUT": tmp_path / "out",
+             "EMPTY_RUN": tmp_path / "empty_run", "OUT": tmp_path / "out", "NOT_EXPORT": tmp_path / "not_export",
              "ALL_BAD": tmp_path / "all_bad.jsonl"}  # fmt: skip
     assert cli([str(paths.get(a, a)) for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert (tmp_path / "not_export" / "notes.txt").read_text() == "keep me"
 
 
 def test_cli_exit_code_from_a_fresh_process(flow, tmp_path):
