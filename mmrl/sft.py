@@ -32,7 +32,14 @@ import torch
 from mmrl.config import load_run_config, save_config, to_dict
 from mmrl.errors import UserError
 from mmrl.rewards.config import RewardConfig
-from mmrl.train_config import DataConfig, LoggingConfig, ModelConfig, RolloutConfig, TrainingConfig
+from mmrl.train_config import (
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    RolloutConfig,
+    TrainingConfig,
+    check_templates,
+)
 
 
 @dataclass
@@ -67,10 +74,7 @@ class SFTConfig:
     sft: SFTOptions = field(default_factory=SFTOptions)
 
     def validate(self) -> None:
-        if self.data.template != self.rewards.template:
-            raise ValueError(
-                f"data.template ({self.data.template}) and rewards.template ({self.rewards.template}) must match"
-            )
+        check_templates(self.data, self.rewards)
 
 
 def parse_args(argv: list[str]) -> SFTConfig:

@@ -164,8 +164,10 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
-        # the prompt asks for one completion template and the rewards parse one: they must be the same
-        if self.data.template != self.rewards.template:
-            raise ValueError(
-                f"data.template ({self.data.template}) and rewards.template ({self.rewards.template}) must match"
-            )
+        check_templates(self.data, self.rewards)
+
+
+def check_templates(data: DataConfig, rewards: RewardConfig) -> None:
+    """The prompt asks for one completion template and the rewards parse one: they must be the same."""
+    if data.template != rewards.template:
+        raise ValueError(f"data.template ({data.template}) and rewards.template ({rewards.template}) must match")

@@ -3,8 +3,9 @@
 # Runs in the repository root: relative paths are relative to it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin=""
-[[ -x .venv/bin/mmrl ]] && bin=".venv/bin/"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+bin="$(mmrl_bin)"
 cmd=("${bin}mmrl" eval "$@")
 echo "+ ${cmd[*]}" >&2
 exec "${cmd[@]}"

@@ -3,8 +3,9 @@
 # (runs `mmrl export`; see its --help). Runs in the repository root: relative paths are relative to it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin=""
-[[ -x .venv/bin/mmrl ]] && bin=".venv/bin/"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+bin="$(mmrl_bin)"
 cmd=("${bin}mmrl" export "$@")
 echo "+ ${cmd[*]}" >&2
 exec "${cmd[@]}"

@@ -75,8 +75,9 @@ if shape == "real":
     print(f"{name}-shaped model: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters")
 PY
 
-bin=""
-[[ -x .venv/bin/mmrl ]] && bin=".venv/bin/"
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
+bin="$(mmrl_bin)"
 echo "+ ${bin}mmrl build configs/build/synthetic.yaml out=$dir/data source.image_size=448 ..." >&2
 "${bin}mmrl" build configs/build/synthetic.yaml "out=$dir/data" source.num_items=64 source.image_size=448 \
   workers=0 progress=false overwrite=true

@@ -87,20 +87,18 @@ def plot_rewards(metrics_path: Path, out_png: Path) -> Path:
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     steps = [r["step"] for r in records]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("reward", "reward/answer", "reward/format", "reward/grounding"):
-        values = [r.get(key) for r in records]
-        if any(v is not None for v in values):
-            left.plot(steps, [float("nan") if v is None else v for v in values], label=key)
-    left.set_xlabel("GRPO step")
-    left.set_title("mean reward of the sampled completions")
-    left.legend()
-    for key in ("frac_zero_spread", "entropy"):
-        values = [r.get(key) for r in records]
-        if any(v is not None for v in values):
-            right.plot(steps, [float("nan") if v is None else v for v in values], label=key)
-    right.set_xlabel("GRPO step")
-    right.set_title("exploration")
-    right.legend()
+    panels = (
+        (left, ("reward", "reward/answer", "reward/format", "reward/grounding"), "mean reward of sampled completions"),
+        (right, ("frac_zero_spread", "entropy"), "exploration"),
+    )
+    for axis, keys, title in panels:
+        for key in keys:
+            values = [r.get(key) for r in records]
+            if any(v is not None for v in values):
+                axis.plot(steps, [float("nan") if v is None else v for v in values], label=key)
+        axis.set_xlabel("GRPO step")
+        axis.set_title(title)
+        axis.legend()
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
