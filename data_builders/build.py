@@ -21,8 +21,10 @@ from typing import Any
 import yaml
 
 from data_builders import manifest
+from data_builders.adapters import iter_items
 from data_builders.config import BuildConfig
-from mmrl.config import load_config, save_config, to_dict
+from data_builders.worker import init_worker, run_shard
+from mmrl.config.loader import load_config, save_config, to_dict
 from mmrl.errors import UserError
 
 # settings that change how a build runs, not what it produces: a resumed build may change them
@@ -54,9 +56,6 @@ def _check_plan(out: Path, plan: dict[str, Any], cfg: BuildConfig) -> None:
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Build (or finish building) `cfg.out`; returns the summary."""
     from tqdm import tqdm
-
-    from data_builders.adapters import iter_items
-    from data_builders.worker import init_worker, run_shard
 
     if not cfg.out:
         raise UserError("no output folder: pass --out DIR or out=DIR")
@@ -124,3 +123,16 @@ def main(argv: list[str]) -> int:
     variants = ", ".join(f"{k} {v}" for k, v in summary["variants"].items()) or "none"
     print(f"built {cfg.out}: {summary['items']} items ({variants}); {summary['rejects']} rejects")
     return 0
+
+
+def ensure_manifest(manifest_path: str | Path, build_config: str | None) -> None:
+    """Build a missing training manifest from `build_config` (`training.build_config`), so that a config such as
+    `configs/debug_tiny.yaml` runs from a clean checkout; nothing when the manifest exists or no config is named."""
+    manifest_path = Path(manifest_path)
+    if manifest_path.is_file() or not build_config:
+        return
+    print(f"mmrl: building {manifest_path} from {build_config} (the manifest is missing)")
+    overrides = [f"out={manifest_path.parent}", "workers=0", "progress=false"]
+    build(load_config(BuildConfig, build_config, overrides))
+    if not manifest_path.is_file():
+        raise UserError(f"building {build_config} did not write {manifest_path}")

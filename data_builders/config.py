@@ -1,4 +1,4 @@
-"""The build config: typed dataclasses loaded with `mmrl.config.load_config` (YAML plus key=value overrides).
+"""The build config: typed dataclasses loaded with `mmrl.config.loader.load_config` (YAML plus key=value overrides).
 
 Source options are one flat section (`source.kind=synthetic source.num_items=200`); each option says which kinds
 read it. `validate()` checks what a kind needs, so a mistake is one line before any work starts.

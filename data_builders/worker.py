@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from data_builders.adapters.hf import image_column
 from data_builders.config import BuildConfig
 from data_builders.images import Loaded, decode, encode, load_file, write_atomic
 from data_builders.localize import Localized, Localizer, Target, make_localizer
+from data_builders.manifest import write_shard
 from data_builders.records import FileImage, HFImage, Item, ItemError, Reject, SynthImage, clean_boxes, stable_seed
+from data_builders.synthetic import generate
 from data_builders.variants import PixelBox, apply_fill, place_random, snap
 from mmrl.types import Box, Sample, Variant
 
@@ -60,8 +63,6 @@ def file_stem(item_id: str) -> str:
 def open_image(item: Item, cfg: BuildConfig) -> tuple[Item, Loaded]:
     ref = item.image
     if isinstance(ref, SynthImage):
-        from data_builders.synthetic import generate
-
         synth = generate(cfg.source, cfg.seed, ref.index)
         item = replace(
             item,
@@ -74,8 +75,6 @@ def open_image(item: Item, cfg: BuildConfig) -> tuple[Item, Loaded]:
         )
         return item, Loaded(synth.pixels)
     if isinstance(ref, HFImage):
-        from data_builders.adapters.hf import image_column
-
         value = image_column(ref.dataset, ref.split, ref.column)[ref.index][ref.column]
         if isinstance(value, dict) and value.get("bytes"):
             loaded = decode(value["bytes"], cfg.max_pixels, f"row {ref.index}")
@@ -231,7 +230,6 @@ def run_shard(shard: int, entries: list[Item | Reject]) -> int:
                 writer.reject(r.target.item.id, found.code, found.reason)
             else:
                 make_variants(r, found, writer)
-    from data_builders.manifest import write_shard
 
     write_shard(Path(cfg.out), shard, writer.records, writer.rejects)
     return len(entries)

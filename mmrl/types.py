@@ -9,7 +9,11 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+# the model families mmrl trains: the one list (configs, loading, tiny models and box frames read it)
+Family = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 
 
 class Variant(StrEnum):

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_builders.build import build  # noqa: E402
 from data_builders.config import BuildConfig  # noqa: E402
 from data_builders.images import decode, encode  # noqa: E402
-from mmrl.config import load_config  # noqa: E402
+from mmrl.config.loader import load_config  # noqa: E402
 
 
 def make_inputs(root: Path, num: int) -> Path:

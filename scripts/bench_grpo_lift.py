@@ -43,12 +43,12 @@ def _mean_std(values: list[float]) -> str:
 
 def run_seed(seed: int, args: argparse.Namespace, train_manifest: Path, eval_manifest: Path) -> dict:
     from mmrl.boxes import FrameSpec
-    from mmrl.config import load_config
-    from mmrl.data import read_manifest
-    from mmrl.evaluate import evaluate_samples
-    from mmrl.sft import SFTConfig, sft
-    from mmrl.train import train
-    from mmrl.train_config import TrainConfig
+    from mmrl.config.loader import load_config
+    from mmrl.config.schema import TrainConfig
+    from mmrl.data.manifest import read_manifest
+    from mmrl.eval.evaluate import evaluate_samples
+    from mmrl.rl.loop import train
+    from mmrl.rl.sft import SFTConfig, sft
 
     out = Path(args.out) / f"seed{seed}"
     frame = FrameSpec.for_family("qwen2_5_vl", 7056, 7056)
@@ -117,7 +117,7 @@ def main() -> int:
 
     from data_builders.build import build
     from data_builders.config import BuildConfig
-    from mmrl.config import load_config
+    from mmrl.config.loader import load_config
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     out = Path(args.out)

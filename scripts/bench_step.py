@@ -15,10 +15,10 @@ Both trainers get the same model folder, the same prompts and images (question a
 G, max completion length, learning rate, beta and num_iterations, and a reward of the same cost (exact match of
 the answer). Fixed-length completions: the stop tokens `<|im_end|>` and `<|endoftext|>` are suppressed on both
 sides, so every completion runs to max_completion_length (TRL: `generation_kwargs={"suppress_tokens": [...]}`; mmrl:
-the same tokens added to `mmrl.rollout.SUPPRESSED_TOKENS`, the list its sampler suppresses).
+the same tokens added to `mmrl.rollout.hf.SUPPRESSED_TOKENS`, the list its sampler suppresses).
 
 The steps alternate in one process: TRL's trainer runs its own loop, and a callback at the end of each of its steps
-runs one mmrl step with sharing on and one with sharing off (mmrl's own phase functions from `mmrl.train`:
+runs one mmrl step with sharing on and one with sharing off (mmrl's own phase functions from `mmrl.rl.loop`:
 collect_groups -> advantages -> reference log-probs -> policy_update). TRL's step time is from its step begin to
 its step end. Memory: the peak during each step above what was in use when it began; on CUDA from
 torch.cuda.max_memory_allocated (reset before each step), on the CPU from the RSS (a sampling thread, 2 ms; the heap
@@ -44,11 +44,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mmrl.rollout  # noqa: E402
-from mmrl import grpo  # noqa: E402
-from mmrl.config import load_config  # noqa: E402
+import mmrl.rollout.hf  # noqa: E402
+from mmrl.config.loader import load_config  # noqa: E402
+from mmrl.config.schema import TrainConfig  # noqa: E402
+from mmrl.rl import algo  # noqa: E402
 from mmrl.testing import shapes_image  # noqa: E402
-from mmrl.train_config import TrainConfig  # noqa: E402
 
 G, COMPLETION, LR, BETA, PIXELS = 8, 48, 1e-5, 0.04, 448 * 448
 QUESTIONS = [("What color is the circle?", "red"), ("What color is the square?", "blue")]
@@ -62,7 +62,7 @@ VISION_3B = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_h
 def build_model(root: Path, gpu: bool) -> Path:
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from mmrl.tiny import build_tiny_model
+    from mmrl.models.tiny import build_tiny_model
 
     path = build_tiny_model("qwen2_5_vl", root / "model", hidden_size=256, num_layers=4, vision_depth=2)
     if gpu:  # the 3B shape, on the tiny model's tokenizer (its 1k vocabulary, not Qwen's 151k)
@@ -153,8 +153,9 @@ def mmrl_config(model: Path, manifest: Path, out: Path, batch: int, gpu: bool, b
 
 
 def mmrl_step(run, share_prompt: bool) -> dict[str, float]:
-    """One step of mmrl's loop (mmrl.train.train's phases 1-5), timed per phase."""
-    from mmrl.train import collect_groups, group_rows, policy_update, reference_logps
+    """One step of mmrl's loop (mmrl.rl.loop.step's phases 1-5), timed per phase."""
+    from mmrl.rl.groups import collect_groups, group_rows
+    from mmrl.rl.update import policy_update, reference_logps
 
     cfg = run.config
     cfg.rollout.share_prompt = share_prompt
@@ -162,7 +163,7 @@ def mmrl_step(run, share_prompt: bool) -> dict[str, float]:
     start = time.perf_counter()
     groups, _ = collect_groups(run)
     rewards = torch.cat([g.rewards for g in groups])
-    advantages = grpo.group_advantages(rewards, G, cfg.grpo.scale_rewards).advantages
+    advantages = algo.group_advantages(rewards, G, cfg.grpo.scale_rewards).advantages
     rows = list(range(len(rewards)))
     batches = [group_rows(run, groups, rows, G)]
     t0 = time.perf_counter()
@@ -196,11 +197,11 @@ def main() -> None:
     from transformers import AutoProcessor, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from mmrl.models import set_pixel_budget
-    from mmrl.rollout import STOP_TOKENS
-    from mmrl.train import setup
+    from mmrl.models.loading import set_pixel_budget
+    from mmrl.rl.run import setup
+    from mmrl.rollout.hf import STOP_TOKENS
 
-    mmrl.rollout.SUPPRESSED_TOKENS = (*mmrl.rollout.SUPPRESSED_TOKENS, *STOP_TOKENS)  # fixed-length completions
+    mmrl.rollout.hf.SUPPRESSED_TOKENS = (*mmrl.rollout.hf.SUPPRESSED_TOKENS, *STOP_TOKENS)  # fixed-length completions
     root = Path(tempfile.mkdtemp(prefix="bench_step_"))
     model_path = build_model(root, args.gpu)
     total = args.warmup + args.steps
@@ -208,7 +209,7 @@ def main() -> None:
     run = setup(mmrl_config(model_path, manifest, root / "mmrl", args.batch, args.gpu, args.beta))
     processor = AutoProcessor.from_pretrained(model_path)
     set_pixel_budget(processor, PIXELS, PIXELS)
-    suppressed = [processor.tokenizer.convert_tokens_to_ids(t) for t in mmrl.rollout.SUPPRESSED_TOKENS]
+    suppressed = [processor.tokenizer.convert_tokens_to_ids(t) for t in mmrl.rollout.hf.SUPPRESSED_TOKENS]
 
     def reward(completions, answer, **kwargs):
         return [float(c[0]["content"].strip().lower() == a) for c, a in zip(completions, answer, strict=True)]

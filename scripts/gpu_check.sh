@@ -34,9 +34,9 @@ import sys
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from mmrl.config import load_config
-from mmrl.tiny import build_tiny_model
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import load_config
+from mmrl.models.tiny import build_tiny_model
+from mmrl.config.schema import TrainConfig
 
 # the published configs' widths (config.json of each checkpoint); the tiny tokenizer's ids fit in any vocabulary
 SHAPES = {

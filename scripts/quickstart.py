@@ -33,7 +33,7 @@ def stage(name: str) -> None:
 def build_manifests(out: Path, train_items: int, eval_items: int) -> tuple[Path, Path]:
     from data_builders.build import build
     from data_builders.config import BuildConfig
-    from mmrl.config import load_config
+    from mmrl.config.loader import load_config
 
     paths = []
     for name, config, items in (("train", "synthetic.yaml", train_items), ("heldout", "synthetic_heldout.yaml",
@@ -51,8 +51,8 @@ def build_manifests(out: Path, train_items: int, eval_items: int) -> tuple[Path,
 
 def cached_eval(model, processor, frame, manifest_path: Path, config, out_dir: Path, key: str) -> dict:
     """The evaluation summary of `key` (a checkpoint), computed once and kept in out_dir/metrics.json."""
-    from mmrl.data import read_manifest
-    from mmrl.evaluate import evaluate_samples, markdown_table, write_report
+    from mmrl.data.manifest import read_manifest
+    from mmrl.eval.evaluate import evaluate_samples, markdown_table, write_report
 
     stamp = out_dir / "checkpoint.txt"
     if stamp.is_file() and stamp.read_text() == key and (out_dir / "metrics.json").is_file():
@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmrl.boxes import FrameSpec
-    from mmrl.config import load_config
-    from mmrl.export import export
-    from mmrl.sft import SFTConfig, sft
-    from mmrl.train import train
-    from mmrl.train_config import TrainConfig
+    from mmrl.config.loader import load_config
+    from mmrl.config.schema import TrainConfig
+    from mmrl.io.export import export
+    from mmrl.rl.loop import train
+    from mmrl.rl.sft import SFTConfig, sft
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     out = Path(args.out)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage("5/6 evaluate after GRPO, export")
     t = time.perf_counter()
-    from mmrl.checkpoint import latest_checkpoint
+    from mmrl.io.checkpoint import latest_checkpoint
 
     final = latest_checkpoint(run.run_dir)
     after = cached_eval(run.unwrapped_model, run.processor, frame, eval_manifest, grpo_config, out / "eval-grpo",

@@ -3,11 +3,12 @@
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from mmrl.config import ConfigError, load_config, parse_override, save_config
+from mmrl.config.loader import ConfigError, load_config, parse_override, save_config
 
 
 @dataclass
@@ -27,6 +28,9 @@ class Outer:
     steps: int = 3
     path: str | None = None
     flag: bool = False
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_yaml_and_overrides_apply(tmp_path):
@@ -124,6 +128,28 @@ def test_cli_config_show_error_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("config", "kind", "expected"),
+    [
+        ("configs/debug_tiny.yaml", "train", "num_generations:"),
+        ("configs/sft_synthetic.yaml", "sft", "counterfactual_fraction:"),
+        ("configs/build/synthetic.yaml", "build", "single_object_fraction: 0.34"),
+    ],
+)
+def test_cli_config_show_resolves_every_kind(config, kind, expected):
+    result = _mmrl("config", "show", str(ROOT / config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"# {kind} config")
+    assert any(line.strip().startswith(expected) for line in lines)
+
+
+def test_cli_config_show_checks_each_kind_against_its_schema():
+    # `grpo` belongs to training configs, not to build configs: an error names the key
+    result = _mmrl("config", "show", str(ROOT / "configs/build/synthetic.yaml"), "grpo.beta=0")
+    assert result.returncode == 2 and "grpo" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_cli_unknown_command_suggests():
     result = _mmrl("trian")
     assert result.returncode == 2
@@ -131,7 +157,7 @@ def test_cli_unknown_command_suggests():
 
 
 def test_train_config_templates_must_agree():
-    from mmrl.train_config import TrainConfig
+    from mmrl.config.schema import TrainConfig
 
     with pytest.raises(ConfigError, match=r"data.template \(direct\) and rewards.template \(think\) must match"):
         load_config(TrainConfig, None, ["data.template=direct"])

@@ -6,33 +6,26 @@ empty questions, empty answers. Adapters open no images; workers do (data_builde
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from data_builders.adapters import coco, coop, defacto, hf, jsonl, synthetic
 from data_builders.config import BuildConfig
 from data_builders.records import Item, Reject, SynthImage
 
-
-def _adapter(cfg: BuildConfig) -> Iterator[Item | Reject]:
-    kind = cfg.source.kind
-    if kind == "jsonl":
-        from data_builders.adapters.jsonl import read
-    elif kind == "coco":
-        from data_builders.adapters.coco import read
-    elif kind == "defacto":
-        from data_builders.adapters.defacto import read
-    elif kind == "coop":
-        from data_builders.adapters.coop import read
-    elif kind == "hf":
-        from data_builders.adapters.hf import read
-    else:
-        from data_builders.adapters.synthetic import read
-    return read(cfg)
+READERS: dict[str, Callable[[BuildConfig], Iterator[Item | Reject]]] = {
+    "jsonl": jsonl.read,
+    "coco": coco.read,
+    "defacto": defacto.read,
+    "coop": coop.read,
+    "hf": hf.read,
+    "synthetic": synthetic.read,
+}
 
 
 def iter_items(cfg: BuildConfig) -> Iterator[Item | Reject]:
     seen: set[str] = set()
     count = 0
-    for entry in _adapter(cfg):
+    for entry in READERS[cfg.source.kind](cfg):
         if cfg.source.limit and count >= cfg.source.limit:
             return
         count += 1

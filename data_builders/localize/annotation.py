@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data_builders.localize import Localized, Result, Target
+from data_builders.localize.base import Localized, Result, Target
 
 
 class AnnotationLocalizer:

@@ -5,7 +5,7 @@ relevant boxes (or it covers that much of one); the other proposals are distract
 from __future__ import annotations
 
 from data_builders.config import LocalizeConfig
-from data_builders.localize import Localized, Localizer, Result, Target
+from data_builders.localize.base import Localized, Localizer, Result, Target
 from data_builders.records import ItemError
 from mmrl.types import Box
 

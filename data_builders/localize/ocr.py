@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from data_builders.config import LocalizeConfig
-from data_builders.localize import Localized, Result, Target
+from data_builders.localize.base import Localized, Result, Target
 from data_builders.records import ItemError
 from mmrl.boxes import clip_box
 from mmrl.types import Box

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from data_builders.config import LocalizeConfig
-from data_builders.localize import Localized, Result, Target
+from data_builders.localize.base import Localized, Result, Target
 from data_builders.records import ItemError
 from mmrl.types import Box
 

@@ -2,7 +2,7 @@
 AutoProcessor load (a Qwen2.5-VL-7B on a GPU node, a tiny random model in the tests).
 
 Items go in batches (`localize.batch_size`), greedy decoding, question before the image (DESIGN.md). The reply is
-parsed by `mmrl.parsing.parse_boxes` (the one parsing module), converted from the model's frame to pixels
+parsed by `mmrl.rewards.parsing.parse_boxes` (the one parsing module), converted from the model's frame to pixels
 (`mmrl.boxes.FrameSpec`), clipped, and checked; a reply with no usable box rejects the item with the reply quoted,
 and a failing generation rejects its batch. Nothing here raises for a bad reply.
 """
@@ -14,10 +14,10 @@ from typing import Any
 from PIL import Image
 
 from data_builders.config import LocalizeConfig
-from data_builders.localize import Localized, Result, Target
+from data_builders.localize.base import Localized, Result, Target
 from data_builders.records import ItemError
 from mmrl.boxes import FAMILY_FRAME, FrameSpec, clip_box
-from mmrl.parsing import parse_boxes
+from mmrl.rewards.parsing import parse_boxes
 
 MAX_AREA_FRACTION = 0.9  # a "box" over nearly the whole image names no region: masking it says nothing
 

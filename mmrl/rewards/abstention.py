@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmrl.parsing import normalize_answer
 from mmrl.rewards.config import _default_phrases
+from mmrl.rewards.parsing import normalize_answer
 
 DEFAULT_PHRASES: tuple[str, ...] = tuple(_default_phrases())
 

@@ -19,10 +19,10 @@ A counterfactual's original answer comes from `sample.meta["original_answer"]` (
 from __future__ import annotations
 
 from mmrl.boxes import FrameSpec
-from mmrl.parsing import contains_phrase, extract_answer
 from mmrl.rewards.abstention import is_abstention, without_phrases
 from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.matchers import MATCHERS, resolve_choice
+from mmrl.rewards.parsing import contains_phrase, extract_answer
 from mmrl.types import Sample, Variant
 
 DEFAULT_CONFIG = RewardConfig()

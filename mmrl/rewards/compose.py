@@ -52,26 +52,3 @@ def score_completions(
             total[i] += weight * value
         terms[name] = values
     return RewardScores(total=total, terms=terms)
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-
-
-def summarize_terms(scores: RewardScores) -> dict[str, float]:
-    """For logging: `<name>/mean`, `<name>/std` (population std, None excluded) and `<name>/count` per term and total.
-
-    A term that applied to no completion has count 0 and no mean or std (never a NaN in the logs).
-
-    >>> summary = summarize_terms(RewardScores(total=[1.0, 3.0], terms={"grounding": [None, 0.5]}))
-    >>> summary["total/mean"], summary["total/std"], summary["grounding/mean"], summary["grounding/count"]
-    (2.0, 1.0, 0.5, 1.0)
-    """
-    summary: dict[str, float] = {}
-    for name, values in {"total": list(scores.total), **scores.terms}.items():
-        present = [v for v in values if v is not None]
-        if present:
-            summary[f"{name}/mean"], summary[f"{name}/std"] = _mean_std(present)
-        summary[f"{name}/count"] = float(len(present))
-    return summary

@@ -1,10 +1,11 @@
 """The `rewards:` section of the training config: which terms, their weights, and every knob the terms read.
 
-Plain types only, so `mmrl.config.load_config` can build and validate it from YAML and `key=value` overrides.
+Plain types only, so `mmrl.config.loader.load_config` can build and validate it from YAML and `key=value` overrides.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,6 +33,13 @@ def _default_phrases() -> list[str]:
         "unclear",
         "no answer",
     ]
+
+
+# the names `mmrl.rewards.registry.REWARDS` maps to functions (kept here as strings, so the config validates names
+# without importing the reward functions; a test checks the two agree)
+REWARD_NAMES = (
+    "answer", "accuracy", "format", "think_format", "box_format", "direct_format", "grounding", "length", "repetition",
+)  # fmt: skip
 
 
 @dataclass
@@ -84,14 +92,10 @@ class RewardConfig:
     repetition_threshold: float = 0.2
 
     def validate(self) -> None:
-        from mmrl.rewards.registry import REWARDS
-
         for name, weight in self.terms.items():
-            if name not in REWARDS:
-                import difflib
-
-                near = difflib.get_close_matches(name, list(REWARDS), n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; valid: {', '.join(REWARDS)}"
+            if name not in REWARD_NAMES:
+                near = difflib.get_close_matches(name, REWARD_NAMES, n=1)
+                hint = f"; did you mean '{near[0]}'?" if near else f"; valid: {', '.join(REWARD_NAMES)}"
                 raise ValueError(f"rewards.terms: unknown reward '{name}'{hint}")
             if not math.isfinite(weight):
                 raise ValueError(f"rewards.terms.{name}: weight must be finite, got {weight}")

@@ -7,9 +7,9 @@ the share of well-formed boxes when the completion writes any, so one broken box
 from __future__ import annotations
 
 from mmrl.boxes import FrameSpec
-from mmrl.parsing import is_think_answer, parse_direct
 from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.grounding import predicted_boxes
+from mmrl.rewards.parsing import is_think_answer, parse_direct
 from mmrl.types import Sample
 
 DEFAULT_CONFIG = RewardConfig()

@@ -14,8 +14,8 @@ from typing import Literal
 import numpy as np
 
 from mmrl.boxes import FrameSpec, clip_box
-from mmrl.parsing import box_from_candidate, parse_box_candidates
 from mmrl.rewards.config import RewardConfig
+from mmrl.rewards.parsing import box_from_candidate, parse_box_candidates
 from mmrl.types import Box, Sample, Variant
 
 DEFAULT_CONFIG = RewardConfig()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from mmrl.parsing import contains_phrase, normalize_answer, parse_choice, parse_number
 from mmrl.rewards.config import RewardConfig
+from mmrl.rewards.parsing import normalize_answer, parse_choice, parse_number
 
 Matcher = Callable[[str, Sequence[str], Sequence[str] | None, RewardConfig], float]
 DEFAULT_CONFIG = RewardConfig()
@@ -153,17 +153,6 @@ def label_match(
     0.0
     """
     return multiple_choice(answer, targets, choices) if choices else exact_match(answer, targets)
-
-
-def label_contained(answer: str, targets: Sequence[str]) -> float:
-    """Lenient classification metric for evaluation only: a label occurs as whole words in the answer.
-
-    It is gameable (list every class) and so is never a reward.
-
-    >>> label_contained("It is a golden retriever.", ["golden retriever"]), label_contained("retriever", ["golden cat"])
-    (1.0, 0.0)
-    """
-    return float(any(contains_phrase(answer, t) for t in targets))
 
 
 MATCHERS: dict[str, Matcher] = {

@@ -6,8 +6,8 @@ Both apply to every completion (never None) and are bounded to [-1, 0], so a wei
 from __future__ import annotations
 
 from mmrl.boxes import FrameSpec
-from mmrl.parsing import words
 from mmrl.rewards.config import RewardConfig
+from mmrl.rewards.parsing import words
 from mmrl.types import Sample
 
 DEFAULT_CONFIG = RewardConfig()

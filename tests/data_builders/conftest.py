@@ -11,7 +11,7 @@ from PIL import Image
 
 from data_builders.build import build
 from data_builders.config import BuildConfig
-from mmrl.config import load_config
+from mmrl.config.loader import load_config
 
 
 def run_build(out: Path, *overrides: str) -> dict:

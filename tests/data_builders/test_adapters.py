@@ -9,7 +9,7 @@ from PIL import Image
 
 from data_builders.adapters import iter_items
 from data_builders.config import BuildConfig
-from mmrl.config import load_config
+from mmrl.config.loader import load_config
 
 from .conftest import photo, read_jsonl, run_build
 

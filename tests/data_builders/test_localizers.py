@@ -90,7 +90,7 @@ def test_vlm_reply_parsing_and_validation() -> None:
 
 def test_vlm_localizer_on_a_tiny_random_model_rejects_garbage_without_crashing(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from mmrl.tiny import build_tiny_model
+    from mmrl.models.tiny import build_tiny_model
 
     folder = build_tiny_model("qwen2_5_vl", tmp_path / "tiny")
     for i in range(3):

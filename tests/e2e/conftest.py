@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mmrl import testing
-from mmrl.config import load_config
+from mmrl.config.loader import load_config
 
 tiny_model_dirs = testing.small_tiny_model  # a session fixture: family -> folder of a small tiny model
 

@@ -3,9 +3,9 @@ adapted model's logits (not the base model's)."""
 
 import torch
 
-from mmrl.config import load_config
-from mmrl.export import export
-from mmrl.sft import SFTConfig, sft
+from mmrl.config.loader import load_config
+from mmrl.io.export import export
+from mmrl.rl.sft import SFTConfig, sft
 
 
 def test_lora_run_exports_merged_weights(tiny_model_dirs, build_synthetic, tmp_path):

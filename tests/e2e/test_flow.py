@@ -17,13 +17,13 @@ import torch
 
 from mmrl.boxes import FrameSpec
 from mmrl.cli import main as cli
-from mmrl.config import load_config
-from mmrl.data import read_manifest
-from mmrl.evaluate import evaluate_samples, read_model_config
-from mmrl.export import export
-from mmrl.sft import SFTConfig, sft
-from mmrl.train import train
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import load_config
+from mmrl.config.schema import TrainConfig
+from mmrl.data.manifest import read_manifest
+from mmrl.eval.evaluate import evaluate_samples, read_model_config
+from mmrl.io.export import export
+from mmrl.rl.loop import train
+from mmrl.rl.sft import SFTConfig, sft
 
 COMMON = ["model.min_pixels=7056", "model.max_pixels=7056", "model.tiny_family=null", "data.template=think",
           "rewards.template=think", "rollout.max_completion_length=40", "training.vision_lr_scale=0.25",

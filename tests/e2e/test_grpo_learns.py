@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from mmrl.config import load_config
-from mmrl.sft import SFTConfig, sft
-from mmrl.train import train
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import load_config
+from mmrl.config.schema import TrainConfig
+from mmrl.rl.loop import train
+from mmrl.rl.sft import SFTConfig, sft
 
 
 def _manifest(folder, answers):

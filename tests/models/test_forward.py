@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmrl.models import parameter_groups
+from mmrl.models.loading import parameter_groups
 from mmrl.testing import chat_batch
 
 

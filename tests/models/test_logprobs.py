@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import torch
 
-from mmrl.logprobs import completion_logprobs, full_sequence_inputs, repeat_prompt_inputs
-from mmrl.rollout import generate_completions
+from mmrl.models.inputs import full_sequence_inputs, repeat_prompt_inputs
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.rollout.hf import generate_completions
 from mmrl.testing import chat_batch
 
 ROLLOUT = SimpleNamespace(temperature=1.0, top_p=1.0, top_k=0, max_completion_length=10, share_prompt=False)

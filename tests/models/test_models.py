@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
+from mmrl.config.schema import ModelConfig
 from mmrl.errors import UserError
-from mmrl.models import base_model, image_pad_token_id, load_model_and_processor, parameter_groups, vision_tower
+from mmrl.models.loading import base_model, image_pad_token_id, load_model_and_processor, parameter_groups, vision_tower
 from mmrl.testing import chat_batch
-from mmrl.train_config import ModelConfig
 
 
 def config_for(path, **changes) -> ModelConfig:

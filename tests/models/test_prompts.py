@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mmrl.boxes import FrameSpec
-from mmrl.logprobs import completion_logprobs
-from mmrl.prompts import (
+from mmrl.config.schema import DataConfig
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.models.prompts import (
     THINK_INSTRUCTION,
     build_messages,
     load_image,
@@ -17,7 +18,6 @@ from mmrl.prompts import (
     tokenize_completions,
 )
 from mmrl.testing import shapes_image
-from mmrl.train_config import DataConfig
 from mmrl.types import Sample
 
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmrl.logprobs import completion_logprobs
-from mmrl.rollout import SUPPRESSED_TOKENS, completion_mask_from_ids, generate_completions, token_ids
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.rollout.hf import SUPPRESSED_TOKENS, completion_mask_from_ids, generate_completions, token_ids
 from mmrl.testing import biased_model, chat_batch
 
 ROLLOUT = SimpleNamespace(temperature=1.0, top_p=1.0, top_k=0, max_completion_length=12, share_prompt=False)

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmrl.logprobs import completion_logprobs, repeat_prompt_inputs
-from mmrl.shared_prompt import checkpointed_modules, unique_prompts
+from mmrl.models.inputs import repeat_prompt_inputs
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.models.shared_prompt import checkpointed_modules, unique_prompts
 from mmrl.testing import chat_batch
 
 G = 3
@@ -79,8 +80,8 @@ def test_shared_equals_plain_logprobs_and_gradients(loaded, family, two_images):
 
 
 def trainer_micro_batches(model, processor, images, ids, mask, sizes):
-    """The trainer's micro-batches (`mmrl.train.group_rows`): one prompt row per completion, cut into `sizes`."""
-    from mmrl.train import group_rows
+    """The trainer's micro-batches (`mmrl.rl.groups.group_rows`): one prompt row per completion, cut into `sizes`."""
+    from mmrl.rl.groups import group_rows
 
     groups = [
         SimpleNamespace(
@@ -137,7 +138,7 @@ def test_gradient_checkpointing(tiny_model_dirs, two_images, family):
     # backward's replay of each layer must not see a cache that grew, so log-probs and gradients stay exact
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mmrl.models import enable_checkpointing, language_model
+    from mmrl.models.loading import enable_checkpointing, language_model
 
     processor = AutoProcessor.from_pretrained(tiny_model_dirs[family])
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dirs[family]).train()
@@ -161,14 +162,14 @@ def test_gradient_checkpointing(tiny_model_dirs, two_images, family):
 @pytest.mark.parametrize("share_prompt", [True, False])
 def test_config_switch_reaches_every_logprob_pass(loaded, two_images, monkeypatch, share_prompt):
     # rollout.share_prompt decides the path of the policy pass (micro_batch_loss) and the old/reference passes
-    import mmrl.shared_prompt
-    from mmrl.config import load_config
-    from mmrl.train import fixed_logps, micro_batch_loss
-    from mmrl.train_config import TrainConfig
+    import mmrl.models.logprobs
+    from mmrl.config.loader import load_config
+    from mmrl.config.schema import TrainConfig
+    from mmrl.rl.update import fixed_logps, micro_batch_loss
 
     calls = []
-    real = mmrl.shared_prompt.shared_completion_logits
-    monkeypatch.setattr(mmrl.shared_prompt, "shared_completion_logits", lambda *a: calls.append(1) or real(*a))
+    real = mmrl.models.logprobs.shared_completion_logits  # patched where the log-prob function looks it up
+    monkeypatch.setattr(mmrl.models.logprobs, "shared_completion_logits", lambda *a: calls.append(1) or real(*a))
     config = load_config(TrainConfig, None, [f"rollout.share_prompt={str(share_prompt).lower()}", "grpo.beta=0.04"])
     model, processor = loaded["qwen3_vl"]
     ids, mask = completions(processor)

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmrl.logprobs import completion_logprobs
-from mmrl.rollout import SUPPRESSED_TOKENS, generate_completions, token_ids
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.rollout.hf import SUPPRESSED_TOKENS, generate_completions, token_ids
 from mmrl.testing import biased_model, chat_batch
 
 SHARED = SimpleNamespace(temperature=1.0, top_p=1.0, top_k=0, max_completion_length=10, share_prompt=True)

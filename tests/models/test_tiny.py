@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mmrl.errors import UserError
+from mmrl.models.tiny import SPECIAL_TOKENS, build_tiny_model, main
 from mmrl.testing import FAMILIES
-from mmrl.tiny import SPECIAL_TOKENS, build_tiny_model, main
 
 THINK = "<think>The evidence is in <box>[[12,34,56,78]]</box>.</think><answer>red</answer>"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmrl import testing
-from mmrl.config import load_config
+from mmrl.config.loader import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "configs" / "recipes"

@@ -1,4 +1,4 @@
-"""A small stand-in for a vLLM server (`vllm serve` in dev mode), for the tests of mmrl.vllm_client.
+"""A small stand-in for a vLLM server (`vllm serve` in dev mode), for the tests of mmrl.rollout.vllm.
 
 It listens on 127.0.0.1 (a free port) in a thread and records every request. Like the real server it renders the
 chat turns with its own processor (the tiny model's, with its own pixel budget) and echoes the prompt token ids;
@@ -22,7 +22,7 @@ class FakeVLLM:
     def __init__(self, model_dir: str, min_pixels: int, max_pixels: int, advertised: dict | None = None) -> None:
         from transformers import AutoProcessor
 
-        from mmrl.models import set_pixel_budget
+        from mmrl.models.loading import set_pixel_budget
 
         self.processor = AutoProcessor.from_pretrained(model_dir)
         set_pixel_budget(self.processor, min_pixels, max_pixels)  # what it really resizes images to

@@ -2,7 +2,7 @@
 reproduce; the per-dataset override files of the 11 CoOp datasets load on top of both CLS-RL recipes.
 
 Schemas: configs/build/ -> data_builders' BuildConfig; configs/accelerate/ -> Accelerate's YAML (parsed); a config
-with a top-level `sft:` section -> mmrl.sft's SFTConfig (`mmrl sft`); every other YAML -> TrainConfig (`mmrl train`).
+with a top-level `sft:` section -> mmrl.rl.sft's SFTConfig (`mmrl sft`); every other YAML -> TrainConfig (`mmrl train`).
 """
 
 from pathlib import Path
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmrl.config import load_config, read_yaml
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import load_config, read_yaml
+from mmrl.config.schema import TrainConfig
 
 from .conftest import RECIPE_FAMILY, RECIPES, REPO, read_args
 
@@ -35,7 +35,7 @@ def test_the_recipes_are_shipped():
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=_id)
 def test_training_config_loads(path):
     if "sft" in read_yaml(path):
-        from mmrl.sft import SFTConfig
+        from mmrl.rl.sft import SFTConfig
 
         load_config(SFTConfig, path)
     else:

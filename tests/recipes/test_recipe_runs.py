@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from mmrl.config import load_config
-from mmrl.train import train
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import load_config
+from mmrl.config.schema import TrainConfig
+from mmrl.rl.loop import train
 
 from .conftest import RECIPE_FAMILY, RECIPES
 

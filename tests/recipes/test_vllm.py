@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from mmrl.config import load_config
-from mmrl.data import read_manifest
+from mmrl.config.loader import load_config
+from mmrl.config.schema import TrainConfig
+from mmrl.data.manifest import read_manifest
 from mmrl.errors import UserError
-from mmrl.models import load_model_and_processor
-from mmrl.prompts import load_image, prompt_inputs, question_text
-from mmrl.rollout import STOP_TOKENS, SUPPRESSED_TOKENS, token_ids
-from mmrl.train import sample_seed, train
-from mmrl.train_config import TrainConfig
-from mmrl.vllm_client import VLLMBackend
+from mmrl.models.loading import load_model_and_processor
+from mmrl.models.prompts import load_image, prompt_inputs, question_text
+from mmrl.rl.groups import sample_seed
+from mmrl.rl.loop import train
+from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, token_ids
+from mmrl.rollout.vllm import VLLMBackend
 
 from .conftest import RECIPES
 from .fake_vllm import FakeVLLM

@@ -2,9 +2,10 @@
 
 import pytest
 
-from mmrl.config import ConfigError, load_config
-from mmrl.rewards import REWARDS, RewardConfig
+from mmrl.config.loader import ConfigError, load_config
 from mmrl.rewards.answer import accuracy_reward, answer_reward
+from mmrl.rewards.config import RewardConfig
+from mmrl.rewards.registry import REWARDS
 
 
 def think(answer: str) -> str:

@@ -10,9 +10,9 @@ from PIL import Image
 from qwen_vl_utils import smart_resize as reference_smart_resize
 
 from mmrl.boxes import Frame, FrameSpec
-from mmrl.parsing import format_boxes
-from mmrl.rewards import RewardConfig
+from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.grounding import grounding_reward, to_pixel_box
+from mmrl.rewards.parsing import format_boxes
 from mmrl.types import Box, Sample
 
 SIZES = [(84, 84), (640, 480), (1000, 333), (57, 200), (2000, 1500)]  # (width, height)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mmrl.boxes import Frame, FrameSpec
-from mmrl.parsing import format_boxes
-from mmrl.rewards import RewardConfig
+from mmrl.eval.detection import average_precision, detection_metrics
+from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.grounding import (
     continuous_score,
     giou_matrix,
@@ -16,7 +16,7 @@ from mmrl.rewards.grounding import (
     iou_matrix,
     match_pairs,
 )
-from mmrl.rewards.metrics import average_precision, detection_metrics
+from mmrl.rewards.parsing import format_boxes
 from mmrl.types import Box
 
 EVIDENCE = Box(100, 100, 300, 250)  # the car item's evidence (conftest)

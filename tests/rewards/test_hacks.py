@@ -5,8 +5,9 @@ Each row: a hack completion and the honest completion it is compared with, ident
 
 import pytest
 
-from mmrl.parsing import format_boxes
-from mmrl.rewards import RewardConfig, score_completions
+from mmrl.rewards.compose import score_completions
+from mmrl.rewards.config import RewardConfig
+from mmrl.rewards.parsing import format_boxes
 from mmrl.types import Box
 
 EVIDENCE = [Box(100, 100, 300, 250)]

@@ -2,12 +2,12 @@
 
 import pytest
 
-from mmrl.rewards import RewardConfig, is_abstention
+from mmrl.rewards.abstention import is_abstention
+from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.matchers import (
     MATCHERS,
     anls,
     exact_match,
-    label_contained,
     label_match,
     multiple_choice,
     relaxed_numeric,
@@ -99,8 +99,6 @@ def test_label_strict_and_contained():
     assert label_match("Golden Retriever", ["golden retriever"]) == 1.0
     assert label_match("a golden retriever dog", ["golden retriever"]) == 0.0
     assert label_match("golden retriever, tabby cat", ["golden retriever"]) == 0.0
-    assert label_contained("a golden retriever dog", ["golden retriever"]) == 1.0  # eval only
-    assert label_contained("retrievers", ["retriever"]) == 0.0
     assert "contained" not in " ".join(MATCHERS)  # the lenient metric is never a reward
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmrl.parsing import (
+from mmrl.rewards.parsing import (
     extract_answer,
     format_boxes,
     is_think_answer,
@@ -13,7 +13,6 @@ from mmrl.parsing import (
     parse_choice,
     parse_direct,
     parse_number,
-    parse_think,
 )
 from mmrl.types import Box
 
@@ -39,8 +38,6 @@ def test_parse_answer(text, expected):
 
 
 def test_parse_think_and_structure():
-    assert parse_think("<think> look at the hood </think><answer>red</answer>") == "look at the hood"
-    assert parse_think("<think>a</think><think>b</think>") is None
     assert is_think_answer("\n<think>the hood is red</think>\n\n<answer>red</answer>\n")
     for bad in [
         "<answer>red</answer><think>x</think>",  # wrong order

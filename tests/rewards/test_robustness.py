@@ -7,7 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmrl.boxes import Frame, FrameSpec
-from mmrl.parsing import (
+from mmrl.rewards.abstention import is_abstention
+from mmrl.rewards.compose import score_completions
+from mmrl.rewards.config import RewardConfig
+from mmrl.rewards.matchers import MATCHERS
+from mmrl.rewards.parsing import (
     normalize_answer,
     parse_answer,
     parse_box_candidates,
@@ -15,10 +19,8 @@ from mmrl.parsing import (
     parse_choice,
     parse_direct,
     parse_number,
-    parse_think,
 )
-from mmrl.rewards import REWARDS, RewardConfig, is_abstention, score_completions
-from mmrl.rewards.matchers import MATCHERS
+from mmrl.rewards.registry import REWARDS
 from mmrl.types import Sample
 
 FRAMES = [FrameSpec(), FrameSpec(Frame.NORM_1000), FrameSpec.for_family("qwen2_5_vl")]
@@ -164,7 +166,7 @@ def test_random_boxes(samples, evidence, predicted, text):
 @settings(max_examples=200, deadline=None)
 @given(text=completions)
 def test_parsers_never_raise(text):
-    for parse in (parse_answer, parse_think, parse_direct, parse_number, normalize_answer, is_abstention):
+    for parse in (parse_answer, parse_direct, parse_number, normalize_answer, is_abstention):
         parse(text)
     parse_choice(text, 4)
     assert all(math.isfinite(v) for b in parse_boxes(text) for v in b.to_list())

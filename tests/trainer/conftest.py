@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mmrl.config import load_config
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import load_config
+from mmrl.config.schema import TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +15,7 @@ def tiny_model_dirs(tmp_path_factory):
 
     Qwen3-VL gets two decoder layers: its DeepStack merger feeds the visual tokens' hidden states after layer 0,
     which with a single layer reach no completion logit (and its parameters no gradient)."""
-    from mmrl.tiny import build_tiny_model
+    from mmrl.models.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_models")
     cache: dict[str, Path] = {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrl import checkpoint
+from mmrl.io import checkpoint
 
 
 def _load(path):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from mmrl.cli import main as cli_main
-from mmrl.config import ConfigError, load_config
-from mmrl.train import parse_args
-from mmrl.train_config import TrainConfig
+from mmrl.config.loader import ConfigError, load_config
+from mmrl.config.schema import TrainConfig
+from mmrl.rl.loop import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def test_bad_config_fails_before_any_model_loads(tmp_path, capsys):
 
 def test_batch_must_split_over_processes_and_manifest_must_exist(make_config, tmp_path):
     from mmrl.errors import UserError
-    from mmrl.train import train
+    from mmrl.rl.loop import train
 
     config = make_config(**{"data.train_manifest": str(tmp_path / "none" / "manifest.jsonl")})
     with pytest.raises(UserError, match="manifest not found"):

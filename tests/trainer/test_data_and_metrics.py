@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from mmrl.data import SampleStream, read_manifest
+from mmrl.data.manifest import SampleStream, read_manifest
 from mmrl.errors import UserError
-from mmrl.metrics import MetricsLogger, SampleRow, mean_std, write_samples_page
+from mmrl.io.logger import MetricsLogger, SampleRow, mean_std, write_samples_page
 
 
 def test_read_manifest_counts_bad_lines_and_never_substitutes(tmp_path):

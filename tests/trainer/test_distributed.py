@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mmrl.config import save_config
-from mmrl.train import train
+from mmrl.config.loader import save_config
+from mmrl.rl.loop import train
 
 
 def _free_port() -> int:

@@ -5,13 +5,14 @@ import math
 import pytest
 import torch
 
-from mmrl import grpo
+from mmrl.models.logprobs import entropy_from_logits
+from mmrl.rl import algo
 
 
 def test_group_advantages_group_scale():
     # group 1: rewards 1, 0, 2 -> mean 1, unbiased std sqrt(((0)^2 + 1 + 1) / 2) = 1 -> A = 0, -1/1.0001, 1/1.0001
     # group 2: rewards 3, 3, 3 -> mean 3, std 0 -> A = 0 / 1e-4 = 0, zero spread
-    adv = grpo.group_advantages(torch.tensor([1.0, 0.0, 2.0, 3.0, 3.0, 3.0]), 3, "group")
+    adv = algo.group_advantages(torch.tensor([1.0, 0.0, 2.0, 3.0, 3.0, 3.0]), 3, "group")
     expected = [0.0, -1 / 1.0001, 1 / 1.0001, 0.0, 0.0, 0.0]
     assert adv.advantages.tolist() == pytest.approx(expected, abs=1e-6)
     assert adv.group_mean.tolist() == [1.0, 3.0]
@@ -23,22 +24,22 @@ def test_group_advantages_batch_and_none_scale():
     # rewards 0, 2 | 4, 4: group means 1, 4 -> centred -1, 1, 0, 0
     # batch: mean 2.5, squared deviations 6.25 + 0.25 + 2.25 + 2.25 = 11, unbiased var 11 / 3, std 1.91485
     rewards = torch.tensor([0.0, 2.0, 4.0, 4.0])
-    batch = grpo.group_advantages(rewards, 2, "batch")
+    batch = algo.group_advantages(rewards, 2, "batch")
     std = math.sqrt(11 / 3)
     assert batch.advantages.tolist() == pytest.approx([-1 / (std + 1e-4), 1 / (std + 1e-4), 0, 0], abs=1e-6)
-    none = grpo.group_advantages(rewards, 2, "none")
+    none = algo.group_advantages(rewards, 2, "none")
     assert none.advantages.tolist() == [-1.0, 1.0, 0.0, 0.0]
     assert none.zero_spread.tolist() == [False, True]
 
 
 def test_group_advantages_rejects_ragged_batch():
     with pytest.raises(ValueError, match="multiple of 4"):
-        grpo.group_advantages(torch.zeros(6), 4)
+        algo.group_advantages(torch.zeros(6), 4)
 
 
 def test_k3_kl_by_hand():
     # d = ref - logp: d = 0 -> 1 - 0 - 1 = 0; d = 1 -> e - 2 = 0.718282; d = -0.5 -> e^-0.5 + 0.5 - 1 = 0.106531
-    kl = grpo.k3_kl(torch.tensor([-1.0, -2.0, -1.0]), torch.tensor([-1.0, -1.0, -1.5]))
+    kl = algo.k3_kl(torch.tensor([-1.0, -2.0, -1.0]), torch.tensor([-1.0, -1.0, -1.5]))
     assert kl.tolist() == pytest.approx([0.0, math.e - 2, math.exp(-0.5) - 0.5], abs=1e-6)
 
 
@@ -49,17 +50,17 @@ def test_token_level_clipping_by_hand():
     logps = torch.log(torch.tensor([[0.5, 0.75, 0.25]]))
     old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
     mask = torch.ones(1, 3)
-    out = grpo.per_token_loss(logps, old, torch.tensor([1.0]), mask, epsilon_low=0.2, epsilon_high=0.3)
+    out = algo.per_token_loss(logps, old, torch.tensor([1.0]), mask, epsilon_low=0.2, epsilon_high=0.3)
     assert out.per_token_loss[0].tolist() == pytest.approx([-1.0, -1.3, -0.5], abs=1e-6)
     assert out.per_token_kl is None
     # clip fractions with A > 0: only rho = 1.5 > 1.3 is high-clipped; low needs A < 0
-    frac = grpo.clip_fractions(out.ratio, torch.tensor([1.0]), mask, 0.2, 0.3)
-    assert (frac.low.item(), frac.high.item(), frac.region.item()) == pytest.approx((0.0, 1 / 3, 1 / 3))
+    low, high = algo.clip_masks(out.ratio, torch.tensor([1.0]), 0.2, 0.3)
+    assert low.tolist() == [[False, False, False]] and high.tolist() == [[False, True, False]]
     # with A = -1: rho = 1 -> -min(-1, -1) = 1; 1.5 -> -min(-1.5, -1.3) = 1.5; 0.5 -> -min(-0.5, -0.8) = 0.8
-    neg = grpo.per_token_loss(logps, old, torch.tensor([-1.0]), mask, epsilon_low=0.2, epsilon_high=0.3)
+    neg = algo.per_token_loss(logps, old, torch.tensor([-1.0]), mask, epsilon_low=0.2, epsilon_high=0.3)
     assert neg.per_token_loss[0].tolist() == pytest.approx([1.0, 1.5, 0.8], abs=1e-6)
-    frac = grpo.clip_fractions(neg.ratio, torch.tensor([-1.0]), mask, 0.2, 0.3)
-    assert (frac.low.item(), frac.high.item()) == pytest.approx((1 / 3, 0.0))
+    low, high = algo.clip_masks(neg.ratio, torch.tensor([-1.0]), 0.2, 0.3)
+    assert low.tolist() == [[False, False, True]] and high.tolist() == [[False, False, False]]
 
 
 def test_sequence_level_ratio_gspo():
@@ -67,29 +68,29 @@ def test_sequence_level_ratio_gspo():
     logps = torch.tensor([[-1.0, -2.0, -9.0]])
     old = torch.tensor([[-1.2, -1.9, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    log_w = grpo.importance_log_weights(logps, old, mask, "sequence")
+    log_w = algo.importance_log_weights(logps, old, mask, "sequence")
     assert log_w.shape == (1, 1) and log_w.item() == pytest.approx(0.05, abs=1e-6)
-    out = grpo.per_token_loss(
+    out = algo.per_token_loss(
         logps, old, torch.tensor([2.0]), mask, epsilon_low=0.2, epsilon_high=0.2, level="sequence"
     )
     # A = 2, rho inside the clip range: loss = -2 * 1.051271 per sequence
     assert out.per_token_loss.shape == (1, 1)
     assert out.per_token_loss.item() == pytest.approx(-2 * math.exp(0.05), abs=1e-6)
     # grpo aggregation of a (B, 1) loss: the sequence's token mean of a constant is the constant
-    assert grpo.aggregate_loss(out.per_token_loss, mask, "grpo").item() == pytest.approx(-2 * math.exp(0.05))
+    assert algo.aggregate_loss(out.per_token_loss, mask, "grpo").item() == pytest.approx(-2 * math.exp(0.05))
 
 
 def test_beta_adds_k3_per_token():
     # on-policy (rho = 1), A = 0: the surrogate is 0, the loss is beta * k3 = 0.1 * (e - 2) on the token where
     # ref - logp = 1
     logps = torch.tensor([[-2.0, -1.0]])
-    out = grpo.per_token_loss(
+    out = algo.per_token_loss(
         logps, logps, torch.tensor([0.0]), torch.ones(1, 2), epsilon_low=0.2, epsilon_high=0.2, beta=0.1,
         ref_logps=torch.tensor([[-1.0, -1.0]]),
     )  # fmt: skip
     assert out.per_token_loss[0].tolist() == pytest.approx([0.1 * (math.e - 2), 0.0], abs=1e-6)
     with pytest.raises(ValueError, match="ref_logps"):
-        grpo.per_token_loss(
+        algo.per_token_loss(
             logps, logps, torch.tensor([0.0]), torch.ones(1, 2), epsilon_low=0.2, epsilon_high=0.2, beta=0.1
         )
 
@@ -98,9 +99,9 @@ def test_gradient_of_surrogate_on_policy_is_advantage():
     # at rho = 1 (old = logp detached) d(-rho * A)/d logp = -A on every real token; padding gets no gradient
     logps = torch.tensor([[-1.0, -2.0, -3.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    out = grpo.per_token_loss(logps, logps.detach(), torch.tensor([0.5]), mask, epsilon_low=0.2, epsilon_high=0.2)
+    out = algo.per_token_loss(logps, logps.detach(), torch.tensor([0.5]), mask, epsilon_low=0.2, epsilon_high=0.2)
     # dapo over 2 tokens: loss = (-0.5 - 0.5) / 2 -> grad -0.25 per real token
-    grpo.aggregate_loss(out.per_token_loss, mask, "dapo", global_num_tokens=2).backward()
+    algo.aggregate_loss(out.per_token_loss, mask, "dapo", global_num_tokens=2).backward()
     assert logps.grad[0].tolist() == pytest.approx([-0.25, -0.25, 0.0])
 
 
@@ -109,15 +110,15 @@ def test_aggregations_by_hand():
     loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     # grpo: sequence means 2 and 4 -> 3, over 2 micro-batches -> 1.5
-    assert grpo.aggregate_loss(loss, mask, "grpo", num_micro_batches=2).item() == pytest.approx(1.5)
+    assert algo.aggregate_loss(loss, mask, "grpo", num_micro_batches=2).item() == pytest.approx(1.5)
     # bnpo: (6 + 4) / 4 tokens = 2.5
-    assert grpo.aggregate_loss(loss, mask, "bnpo").item() == pytest.approx(2.5)
+    assert algo.aggregate_loss(loss, mask, "bnpo").item() == pytest.approx(2.5)
     # dr_grpo: 10 / (2 rows * 8 max tokens) = 0.625
-    assert grpo.aggregate_loss(loss, mask, "dr_grpo", max_completion_length=8).item() == pytest.approx(0.625)
+    assert algo.aggregate_loss(loss, mask, "dr_grpo", max_completion_length=8).item() == pytest.approx(0.625)
     # dapo: 10 / (20 tokens in the global batch / 2 processes) = 1.0
-    assert grpo.aggregate_loss(loss, mask, "dapo", global_num_tokens=20, num_processes=2).item() == pytest.approx(1.0)
+    assert algo.aggregate_loss(loss, mask, "dapo", global_num_tokens=20, num_processes=2).item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown loss type"):
-        grpo.aggregate_loss(loss, mask, "ppo")
+        algo.aggregate_loss(loss, mask, "ppo")
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
@@ -129,19 +130,16 @@ def test_micro_batch_split_sums_to_whole(loss_type):
     mask = (torch.rand(4, 5) > 0.3).float()
     mask[:, 0] = 1
     kw = {"max_completion_length": 5, "global_num_tokens": mask.sum().item()}
-    whole = grpo.aggregate_loss(loss, mask, loss_type, num_micro_batches=1, **kw)
+    whole = algo.aggregate_loss(loss, mask, loss_type, num_micro_batches=1, **kw)
     parts = sum(
-        grpo.aggregate_loss(loss[i : i + 1], mask[i : i + 1], loss_type, num_micro_batches=4, **kw) for i in range(4)
+        algo.aggregate_loss(loss[i : i + 1], mask[i : i + 1], loss_type, num_micro_batches=4, **kw) for i in range(4)
     )
     assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
 
 
-def test_masked_mean_and_entropy():
-    assert grpo.masked_mean(torch.tensor([[2.0, 4.0, 100.0]]), torch.tensor([[1.0, 1.0, 0.0]])).item() == 3.0
-    # a (B, 1) per-sequence tensor averages over sequences
-    assert grpo.masked_mean(torch.tensor([[1.0], [0.0]]), torch.ones(2, 3)).item() == 0.5
+def test_entropy():
     # a two-way 50/50 softmax has entropy ln 2; a near one-hot has ~0
-    ent = grpo.entropy_from_logits(torch.tensor([[[0.0, 0.0], [50.0, 0.0]]]))
+    ent = entropy_from_logits(torch.tensor([[[0.0, 0.0], [50.0, 0.0]]]))
     assert ent.tolist()[0] == pytest.approx([math.log(2), 0.0], abs=1e-6)
 
 
@@ -150,8 +148,8 @@ def test_kl_bias_correction_weights_the_kl_by_the_ratio():
     logps = torch.tensor([[-1.0]], requires_grad=True)
     old, ref = torch.tensor([[-1.0 - math.log(2)]]), torch.tensor([[0.0]])
     kw = {"epsilon_low": 0.2, "epsilon_high": 0.2, "beta": 1.0, "ref_logps": ref}
-    corrected = grpo.per_token_loss(logps, old, torch.tensor([0.0]), torch.ones(1, 1), **kw)
-    plain = grpo.per_token_loss(logps, old, torch.tensor([0.0]), torch.ones(1, 1), kl_bias_correction=False, **kw)
+    corrected = algo.per_token_loss(logps, old, torch.tensor([0.0]), torch.ones(1, 1), **kw)
+    plain = algo.per_token_loss(logps, old, torch.tensor([0.0]), torch.ones(1, 1), kl_bias_correction=False, **kw)
     assert corrected.per_token_loss.item() == pytest.approx(2 * (math.e - 2), abs=1e-6)
     assert plain.per_token_loss.item() == pytest.approx(math.e - 2, abs=1e-6)
     # d/dlogp [rho * k3] with rho = e^(logp - old), k3 = e^(ref - logp) - (ref - logp) - 1:

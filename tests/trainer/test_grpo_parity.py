@@ -6,7 +6,7 @@ log-probs (the true ones plus fixed noise, so ratios leave 1 and the clip and th
 `GRPOTrainer._compute_loss` on the inputs dict it builds in `_generate_and_score_completions` (prompt_ids,
 prompt_mask, completion_ids, completion_mask, advantages, num_items_in_batch, old/ref_per_token_logps,
 pixel_values, image_grid_thw, num_images, mm_token_type_ids), run on a copy of the model that TRL patches with its
-fused LM head (temperature 0.9 included). mmrl's side is `mmrl.train.micro_batch_loss`, which the training loop
+fused LM head (temperature 0.9 included). mmrl's side is `mmrl.rl.update.micro_batch_loss`, which the training loop
 calls. Loss and every parameter's gradient must agree to 1e-5.
 """
 
@@ -15,9 +15,10 @@ import copy
 import pytest
 import torch
 
-from mmrl import grpo
-from mmrl.logprobs import completion_logprobs, repeat_prompt_inputs
-from mmrl.train import micro_batch_loss
+from mmrl.models.inputs import repeat_prompt_inputs
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.rl import algo
+from mmrl.rl.update import micro_batch_loss
 
 G = 3
 MAX_COMPLETION = 10
@@ -30,8 +31,8 @@ def rollout_batch(tiny_model_dirs):
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mmrl.rollout import generate_completions
-    from mmrl.train_config import RolloutConfig
+    from mmrl.config.schema import RolloutConfig
+    from mmrl.rollout.hf import generate_completions
 
     path = tiny_model_dirs("qwen2_5_vl")
     processor = AutoProcessor.from_pretrained(path)
@@ -89,8 +90,8 @@ def _trl_inputs(batch, advantages):
 
 
 def _mmrl_config(loss_type, level, beta, scale):
-    from mmrl.config import load_config
-    from mmrl.train_config import TrainConfig
+    from mmrl.config.loader import load_config
+    from mmrl.config.schema import TrainConfig
 
     return load_config(TrainConfig, None, [
         f"grpo.loss_type={loss_type}", f"grpo.importance_sampling_level={level}", f"grpo.beta={beta}",
@@ -117,7 +118,7 @@ def test_loss_and_gradients_equal_trl(rollout_batch, tmp_path, loss_type, level,
     from trl.trainer.utils import nanstd
 
     rewards = rollout_batch["rewards"]
-    advantages = grpo.group_advantages(rewards, G, scale).advantages
+    advantages = algo.group_advantages(rewards, G, scale).advantages
     # TRL's std (inline in its trainer) is its nanstd: unbiased, the same as ours on finite rewards
     assert torch.allclose(nanstd(rewards.view(-1, G), dim=1), rewards.view(-1, G).std(dim=1))
 

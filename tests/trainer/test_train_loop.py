@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from mmrl import train as train_module
-from mmrl.train import micro_batch_loss, train
+from mmrl.rl import loop as train_module
+from mmrl.rl.loop import train
+from mmrl.rl.update import micro_batch_loss
 
 REQUIRED = [
     "step",
@@ -23,7 +24,7 @@ REQUIRED = [
 
 
 def _initial_state(config):
-    from mmrl.models import load_model_and_processor
+    from mmrl.models.loading import load_model_and_processor
 
     model, _, _ = load_model_and_processor(config.model)
     return {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -63,9 +64,9 @@ def test_one_micro_batch_of_four_equals_four_of_one(tiny_model_dirs):
     """The same 4 completion rows: one forward/backward of 4, or 4 of 1 accumulated, give the same gradients."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mmrl.config import load_config
+    from mmrl.config.loader import load_config
+    from mmrl.config.schema import TrainConfig
     from mmrl.testing import chat_batch, shapes_image
-    from mmrl.train_config import TrainConfig
 
     path = tiny_model_dirs("qwen2_5_vl")
     processor = AutoProcessor.from_pretrained(path)
@@ -102,7 +103,7 @@ def test_one_micro_batch_of_four_equals_four_of_one(tiny_model_dirs):
 
 def _rows(model, prompts, rows):
     """Prompt rows `rows` of a batch with one image per row (what the loop's group_rows builds)."""
-    from mmrl.logprobs import repeat_prompt_inputs
+    from mmrl.models.inputs import repeat_prompt_inputs
 
     per_row = [repeat_prompt_inputs(model, _select(prompts, r), 1) for r in rows]
     width = max(p["input_ids"].shape[1] for p in per_row)
@@ -226,7 +227,7 @@ def test_bad_samples_are_skipped_and_counted(make_config, synthetic_manifest, tm
 def test_a_nan_loss_skips_the_update_and_keeps_the_weights(make_config, monkeypatch):
     # fault injection: the loss of step 2 turns NaN (as an overflow would); its update must not touch the weights
     config = make_config(**{"training.max_steps": 2})
-    real = train_module.grpo.aggregate_loss
+    real = train_module.algo.aggregate_loss
     calls = {"n": 0}
     snapshot = {}
 
@@ -241,7 +242,7 @@ def test_a_nan_loss_skips_the_update_and_keeps_the_weights(make_config, monkeypa
         snapshot.update({n: p.detach().clone() for n, p in run.unwrapped_model.named_parameters()})
         return real_update(run, *args)
 
-    monkeypatch.setattr(train_module.grpo, "aggregate_loss", nan_on_second_step)
+    monkeypatch.setattr(train_module.algo, "aggregate_loss", nan_on_second_step)
     monkeypatch.setattr(train_module, "policy_update", remember_weights)
     with pytest.warns(UserWarning, match="update skipped"):
         run = train(config)

@@ -80,15 +80,6 @@ def parse_answer(text: str) -> str | None:
     return _single_block(text, _ANSWER_TAG)
 
 
-def parse_think(text: str) -> str | None:
-    """The content of the one `<think>` block, or None (same rule as `parse_answer`).
-
-    >>> parse_think("<think>the sign says 12</think><answer>12</answer>")
-    'the sign says 12'
-    """
-    return _single_block(text, _THINK_TAG)
-
-
 def parse_direct(text: str) -> str | None:
     """The No-Thinking answer: the whole stripped completion, when it holds no tag at all; else None.
 

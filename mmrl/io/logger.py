@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmrl.errors import UserError
+
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     """Mean and population std of the values that are not None (NaN, NaN when there are none).
@@ -60,8 +62,6 @@ class MetricsLogger:
             try:
                 import wandb as wandb_module
             except ImportError:
-                from mmrl.errors import UserError
-
                 raise UserError(
                     "logging.wandb is true but wandb is not installed (pip install 'mmrl[wandb]')"
                 ) from None

@@ -1,4 +1,4 @@
-"""The training run's config: one dataclass per section, loaded by `mmrl.config.load_config`.
+"""The training run's config: one dataclass per section, loaded by `mmrl.config.loader.load_config`.
 
 Sections: model, data, rollout, grpo, rewards, training, logging. Every field has a default, so an empty YAML
 file is a valid (tiny, CPU) config; recipes override what they need.
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmrl.rewards.config import RewardConfig
+from mmrl.types import Family
 
 
 @dataclass
@@ -17,7 +18,7 @@ class ModelConfig:
     # a Hugging Face folder; the default is made by `mmrl tiny-model` when missing (see `tiny_family`)
     name_or_path: str = "runs/tiny-qwen2_5_vl"
     # when the folder is missing and this is set, a tiny model of this family is built there first
-    tiny_family: Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"] | None = "qwen2_5_vl"
+    tiny_family: Family | None = "qwen2_5_vl"
     dtype: Literal["float32", "bfloat16"] = "float32"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     trust_remote_code: bool = False
@@ -66,7 +67,7 @@ class RolloutConfig:
     # share each group's prompt (prefill once, expand the cache); off = the plain repeated computation
     share_prompt: bool = True
     # "hf": generate with the policy itself; "vllm": a vLLM server generates and gets the weights after each step
-    # (mmrl.vllm_client, docs/launching.md)
+    # (mmrl.rollout.vllm, docs/launching.md)
     backend: Literal["hf", "vllm"] = "hf"
     vllm_host: str = "127.0.0.1"
     vllm_port: int = 8000
@@ -171,3 +172,38 @@ def check_templates(data: DataConfig, rewards: RewardConfig) -> None:
     """The prompt asks for one completion template and the rewards parse one: they must be the same."""
     if data.template != rewards.template:
         raise ValueError(f"data.template ({data.template}) and rewards.template ({rewards.template}) must match")
+
+
+@dataclass
+class SFTOptions:
+    variants: list[str] = field(default_factory=lambda: ["positive", "counterfactual", "random_masked"])
+    # share of the items whose counterfactual keeps its (abstention) label; the others' counterfactuals are left out
+    counterfactual_fraction: float = 1.0
+    # stop after this many seconds of training even before training.max_steps (0: no limit); e.g. a control arm
+    # that gets the same wall time as a GRPO run
+    max_seconds: float = 0.0
+
+    def validate(self) -> None:
+        valid = {"positive", "counterfactual", "random_masked"}
+        if not self.variants or set(self.variants) - valid:
+            raise ValueError(f"sft.variants must name some of {', '.join(sorted(valid))}, got {self.variants}")
+        if not 0.0 <= self.counterfactual_fraction <= 1.0:
+            raise ValueError("sft.counterfactual_fraction must be in [0, 1]")
+        if self.max_seconds < 0:
+            raise ValueError("sft.max_seconds must be >= 0")
+
+
+@dataclass
+class SFTConfig:
+    """An SFT run's config: the training config's sections (minus grpo) plus `sft`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # max_completion_length caps targets and eval
+    rewards: RewardConfig = field(default_factory=RewardConfig)  # used by the evaluation at the end
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sft: SFTOptions = field(default_factory=SFTOptions)
+
+    def validate(self) -> None:
+        check_templates(self.data, self.rewards)

@@ -71,13 +71,6 @@ def group_advantages(
     return Advantages(advantages, group_mean, group_std, zero_spread)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens; a (B, 1) per-sequence tensor (sequence-level ratios) is a mean over sequences."""
-    if values.shape[-1] == 1 and mask.shape[-1] != 1:
-        return values.mean()
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 def importance_log_weights(
     logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, level: ImportanceLevel = "token"
 ) -> torch.Tensor:
@@ -180,35 +173,15 @@ def aggregate_loss(
     raise ValueError(f"unknown loss type {loss_type!r} (valid: grpo, bnpo, dr_grpo, dapo)")
 
 
-@dataclass(frozen=True)
-class ClipFractions:
-    low: torch.Tensor  # scalar: tokens (or sequences) with rho < 1 - eps_low and A < 0
-    high: torch.Tensor  # scalar: rho > 1 + eps_high and A > 0
-    region: torch.Tensor  # scalar: either
+def clip_masks(
+    ratio: torch.Tensor, advantages: torch.Tensor, epsilon_low: float, epsilon_high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the clip removed the gradient (TRL's clip_ratio/low and /high): rho < 1 - eps_low with A < 0, and
+    rho > 1 + eps_high with A > 0. `ratio` is (B, T) per token or (B, 1) per sequence; `advantages` is (B,).
 
-
-def clip_fractions(
-    ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, epsilon_low: float, epsilon_high: float
-) -> ClipFractions:
-    """Fractions of real tokens whose gradient the clip removed (TRL's clip_ratio/low_mean, high_mean, region_mean).
-
-    >>> ratio = torch.tensor([[0.5, 1.0, 1.5]]); mask = torch.ones(1, 3)
-    >>> round(clip_fractions(ratio, torch.tensor([-1.0]), mask, 0.2, 0.2).low.item(), 4)  # only 0.5 < 0.8, A < 0
-    0.3333
+    >>> low, high = clip_masks(torch.tensor([[0.5, 1.0, 1.5]]), torch.tensor([-1.0]), 0.2, 0.2)
+    >>> low.tolist(), high.tolist()  # only 0.5 < 0.8 with A < 0; 1.5 > 1.2 needs A > 0
+    ([[True, False, False]], [[False, False, False]])
     """
-    advantages = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
-    low = (ratio < 1 - epsilon_low) & (advantages < 0)
-    high = (ratio > 1 + epsilon_high) & (advantages > 0)
-    return ClipFractions(
-        masked_mean(low.float(), mask), masked_mean(high.float(), mask), masked_mean((low | high).float(), mask)
-    )
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy in nats of the softmax over the last dimension: (B, T, V) -> (B, T).
-
-    >>> round(entropy_from_logits(torch.zeros(1, 1, 4)).item(), 4)  # uniform over 4: ln 4
-    1.3863
-    """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    adv = advantages.unsqueeze(-1)  # (B, 1)
+    return (ratio < 1 - epsilon_low) & (adv < 0), (ratio > 1 + epsilon_high) & (adv > 0)

@@ -1,7 +1,7 @@
 """Evaluation: `mmrl eval MODEL_DIR MANIFEST [--out DIR]`, and the one greedy-evaluation path the trainer uses too.
 
 - `greedy_completions`: batched greedy answers (left-padded prompts, image-pad token suppressed, stop at
-  `<|im_end|>`), the same prompts as training (`mmrl.prompts.prompt_inputs`).
+  `<|im_end|>`), the same prompts as training (`mmrl.models.prompts.prompt_inputs`).
 - `score_rows`: one row per sample: reward and terms (`mmrl.rewards.score_completions`), strict accuracy (exact
   match; abstaining counts as right on a counterfactual), lenient accuracy (the recipe's matcher, when it is not
   exact), abstention, format, and the named boxes in image pixels matched to the evidence.
@@ -26,7 +26,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmrl.boxes import FrameSpec
+from mmrl.config.loader import _build, read_yaml
+from mmrl.config.schema import TrainConfig
+from mmrl.data.manifest import read_manifest
 from mmrl.errors import UserError
+from mmrl.eval.detection import detection_metrics
+from mmrl.models.loading import detect_family
+from mmrl.models.prompts import load_image, prompt_inputs
+from mmrl.rewards.abstention import is_abstention
+from mmrl.rewards.answer import accuracy_reward
+from mmrl.rewards.compose import score_completions
+from mmrl.rewards.format import format_reward
+from mmrl.rewards.grounding import grounding_stats, predicted_boxes
+from mmrl.rewards.parsing import extract_answer
+from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, completion_mask_from_ids, token_ids
+from mmrl.types import Box, Variant
 
 CONFIG_FILE = "mmrl_config.yaml"
 SUMMARY_KEYS = (
@@ -47,9 +62,6 @@ def greedy_completions(
 ) -> list[str]:
     """Greedy completion texts for `samples` (with their opened `images`), in batches of `batch_size`."""
     import torch
-
-    from mmrl.prompts import prompt_inputs
-    from mmrl.rollout import STOP_TOKENS, SUPPRESSED_TOKENS, completion_mask_from_ids, token_ids
 
     stop_ids = token_ids(processor, STOP_TOKENS)
     kwargs = {
@@ -79,13 +91,6 @@ def greedy_completions(
 
 def score_rows(texts: Sequence[str], samples: Sequence[Any], reward_config: Any, frame: Any) -> list[dict[str, Any]]:
     """One row per (completion, sample): everything `summarize` aggregates."""
-    from mmrl.parsing import extract_answer
-    from mmrl.rewards.abstention import is_abstention
-    from mmrl.rewards.answer import accuracy_reward
-    from mmrl.rewards.compose import score_completions
-    from mmrl.rewards.format import format_reward
-    from mmrl.rewards.grounding import grounding_stats, predicted_boxes
-    from mmrl.types import Variant
 
     strict = dataclasses.replace(reward_config, matcher="exact")
     lenient = reward_config if reward_config.matcher != "exact" else None
@@ -127,8 +132,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _variant_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from mmrl.rewards.metrics import detection_metrics
-    from mmrl.types import Box
 
     out: dict[str, Any] = {
         "n": len(rows),
@@ -201,8 +204,6 @@ def read_model_config(model_dir: str | Path, config_path: str | Path | None = No
     """The run's TrainConfig: from `config_path`, else the model folder's `mmrl_config.yaml`, else the defaults.
 
     Sections other than those of a training config (e.g. an SFT run's `sft:`) are ignored."""
-    from mmrl.config import _build, read_yaml
-    from mmrl.train_config import TrainConfig
 
     path = Path(config_path) if config_path is not None else Path(model_dir) / CONFIG_FILE
     if config_path is None and not path.is_file():
@@ -216,9 +217,6 @@ def load_model_folder(model_dir: str | Path, device: Any = "cpu") -> tuple[Any, 
     """(model in eval mode, processor, family, FrameSpec from the processor's pixel budget) of a plain HF folder."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    from mmrl.boxes import FrameSpec
-    from mmrl.models import detect_family
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -239,8 +237,6 @@ def evaluate_samples(
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str]]]:
     """(rows, summary, skipped (sample id, reason)) of greedy answers on every sample of `manifest`."""
     from tqdm import tqdm
-
-    from mmrl.prompts import load_image
 
     samples, images, skipped = [], [], []
     for sample in manifest.samples:
@@ -284,7 +280,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     args = parser.parse_args(argv)
-    from mmrl.data import read_manifest
 
     manifest = read_manifest(args.manifest)
     if args.limit is not None:

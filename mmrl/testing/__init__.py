@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from mmrl.models.tiny import build_tiny_model
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 def build_tiny_models(root: str | Path, families: tuple[str, ...] = FAMILIES) -> dict[str, Path]:
     """Build (or reuse, when already there) one tiny model per family under `root`."""
-    from mmrl.tiny import build_tiny_model
 
     dirs = {}
     for family in families:
@@ -38,7 +39,6 @@ def build_tiny_models(root: str | Path, families: tuple[str, ...] = FAMILIES) ->
 @pytest.fixture(scope="session")
 def small_tiny_model(tmp_path_factory: pytest.TempPathFactory):
     """family -> folder of a smaller tiny model (hidden 64, one layer, vision depth 1), built on first use."""
-    from mmrl.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("small-tiny-models")
     cache: dict[str, Path] = {}

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from mmrl.logprobs import repeat_prompt_inputs
+from mmrl.models.inputs import repeat_prompt_inputs
+from mmrl.models.loading import base_model
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 SUPPRESSED_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -160,7 +161,6 @@ def _sample_shared(
     model: Any, processor: Any, prompt_inputs: Mapping[str, torch.Tensor], num_generations: int, rollout_config: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(completion_ids (B*G, T), sampling log-probs (B*G, T)) with each prompt prefilled once for its group."""
-    from mmrl.models import base_model
 
     group = num_generations
     stop_ids = torch.tensor(token_ids(processor, STOP_TOKENS))

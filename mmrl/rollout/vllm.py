@@ -9,12 +9,12 @@ the one TRL 1.16's `VLLMClient` speaks to:
 What travels:
 - **Generation**: one `/v1/chat/completions` request per sample, a step's requests sent together
   (`rollout.vllm_concurrency` in flight per process) so the server batches them: mmrl's own chat turns
-  (`mmrl.prompts.build_messages`) with the image inlined as a lossless PNG data URL, `n` = G, the rollout config's
-  temperature / top-p / top-k / max tokens, a per-sample `seed` (the same seed the HF path uses), `<|im_end|>` and
-  `<|endoftext|>` as stop tokens and the vision tokens suppressed (`logit_bias` -100), as the HF path does. The server
-  returns token ids (`return_token_ids`), which become a `mmrl.rollout.Rollout` through the same `finish_rollout` as
-  the HF path (mask after the first stop token, decode); the sampled tokens' log-probs fill `sampling_logps` when the
-  server sends them (0 where it does not; the trainer recomputes every log-prob it uses).
+  (`mmrl.models.prompts.build_messages`) with the image inlined as a lossless PNG data URL, `n` = G, the rollout
+  config's temperature / top-p / top-k / max tokens, a per-sample `seed` (the same seed the HF path uses),
+  `<|im_end|>` and `<|endoftext|>` as stop tokens and the vision tokens suppressed (`logit_bias` -100), as the HF
+  path does. The server returns token ids (`return_token_ids`), which become a `mmrl.rollout.hf.Rollout` through the
+  same `finish_rollout` as the HF path (mask after the first stop token, decode); the sampled tokens' log-probs fill
+  `sampling_logps` when the server sends them (0 where it does not; the trainer recomputes every log-prob it uses).
 - **Weights**: after each optimisation step the main process sends every weight of the policy (LoRA merged in,
   cast to bfloat16) by vLLM's weight-transfer protocol: POST `/start_weight_update`, then `/update_weights` with
   the names, dtypes and shapes while the tensors go over an NCCL group that joins the trainer to the server's
@@ -30,8 +30,6 @@ Checks, so a prompt is never silently different from the one mmrl trains on:
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import threading
 import time
@@ -45,76 +43,17 @@ from typing import Any
 import torch
 
 from mmrl.errors import UserError
-from mmrl.rollout import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, finish_rollout, token_ids
+from mmrl.models.prompts import build_messages, load_image, prompt_inputs
+from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, finish_rollout, token_ids
+from mmrl.rollout.vllm_wire import (
+    ServerError,
+    find_key,
+    openai_messages,
+    parse_sampling_logps,
+    pixel_budget,
+)  # fmt: skip
 
 Sender = Callable[[Iterator[tuple[str, torch.Tensor]]], None]
-
-
-class ServerError(RuntimeError):
-    """A non-200 answer of the server; `code` is its HTTP status."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def image_data_url(image: Any) -> str:
-    """A PIL image as a PNG data URL: lossless, so the server sees the pixels mmrl's processor sees."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def openai_messages(messages: list[dict[str, Any]], image: Any) -> list[dict[str, Any]]:
-    """mmrl's chat turns (`build_messages`) in the OpenAI format: the image placeholder becomes its data URL."""
-    out = []
-    for message in messages:
-        parts = []
-        for part in message["content"]:
-            if part["type"] == "image":
-                parts.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
-            else:
-                parts.append(part)
-        out.append({"role": message["role"], "content": parts})
-    return out
-
-
-def find_key(tree: Any, key: str) -> Any:
-    """The first value under `key` anywhere in a JSON tree (depth first), or None."""
-    if isinstance(tree, dict):
-        if key in tree:
-            return tree[key]
-        children = tree.values()
-    elif isinstance(tree, list):
-        children = tree
-    else:
-        return None
-    for child in children:
-        found = find_key(child, key)
-        if found is not None:
-            return found
-    return None
-
-
-def pixel_budget(mm_processor_kwargs: dict[str, Any] | None) -> tuple[int | None, int | None]:
-    """(min_pixels, max_pixels) from a server's processor kwargs, in either spelling Qwen-VL processors take.
-
-    >>> pixel_budget({"min_pixels": 3136, "max_pixels": 1003520})
-    (3136, 1003520)
-    >>> pixel_budget({"size": {"shortest_edge": 3136, "longest_edge": 1003520}}), pixel_budget(None)
-    ((3136, 1003520), (None, None))
-    """
-    kwargs = mm_processor_kwargs or {}
-    size = kwargs.get("size") or {}
-    return kwargs.get("min_pixels", size.get("shortest_edge")), kwargs.get("max_pixels", size.get("longest_edge"))
-
-
-def parse_sampling_logps(logprobs: dict[str, Any] | None, length: int) -> list[float]:
-    """The sampled tokens' log-probs of one chat-completions choice; zeros when the server sent none."""
-    if not logprobs or not logprobs.get("content"):
-        return [0.0] * length
-    values = [float(entry["logprob"]) for entry in logprobs["content"]][:length]
-    return values + [0.0] * (length - len(values))
 
 
 class VLLMBackend:
@@ -213,7 +152,6 @@ class VLLMBackend:
         `generate` then collects each sample's answer. Samples whose image or prompt fails are left to `make_group`,
         which reports them; `first` is the stream position of this process's first sample and `sample_seed(seed,
         position)` the trainer's sampling seed, as in `collect_groups` (no import of the training loop here)."""
-        from mmrl.prompts import load_image, prompt_inputs
 
         self.pending.clear()
         cfg = run.config
@@ -242,7 +180,6 @@ class VLLMBackend:
         self, sample: Any, image: Any, prompt_ids: torch.Tensor, num_generations: int, seed: int
     ) -> Rollout:
         """One request for G completions; `prompt_ids` (1, P) is mmrl's own prompt, which the server's must equal."""
-        from mmrl.prompts import build_messages
 
         payload = self.sampling_payload(num_generations, seed)
         payload["messages"] = openai_messages(build_messages(sample, self.data_config), image)

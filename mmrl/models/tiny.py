@@ -22,8 +22,8 @@ import string
 from pathlib import Path
 
 from mmrl.errors import UserError
-
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+from mmrl.models.prompts import CHOICES_INSTRUCTION, CHOICES_INTRO, INSTRUCTIONS
+from mmrl.types import FAMILIES
 
 # Qwen2-VL's special tokens, in Qwen's order; Qwen2.5-VL and Qwen3-VL have the same special set
 SPECIAL_TOKENS = [
@@ -112,7 +112,6 @@ def builtin_corpus() -> list[str]:
         lines.append(f"<answer>{answer}</answer> {answer}")
     lines.append("Answer with the letter of the correct option. Options: A. red B. blue C. green D. yellow")
     lines.append("(A) (B) (C) (D) A. B. C. D. E. F. G. H.")
-    from mmrl.prompts import CHOICES_INSTRUCTION, CHOICES_INTRO, INSTRUCTIONS
 
     lines += [CHOICES_INTRO, CHOICES_INSTRUCTION, *INSTRUCTIONS.values()]
     lines.append('<bbox>[1, 2, 3, 4]</bbox> <box>(10,20),(30,40)</box> {"bbox_2d": [1, 2, 3, 4]}')

@@ -1,7 +1,8 @@
 """`mmrl infer MODEL_DIR --image PATH --question TEXT [--out PNG]`: one greedy answer, with the named boxes.
 
 The prompt is the training prompt (template, question-first layout, system prompt from the folder's
-`mmrl_config.yaml`, or `--config`). Boxes the model names are read by `mmrl.parsing` and converted from the model's
+`mmrl_config.yaml`, or `--config`). Boxes the model names are read by `mmrl.rewards.parsing` and converted from the
+model's
 frame to pixels of the given image by `mmrl.boxes.FrameSpec` with the processor's pixel budget (the one saved at
 export), so they land where the model looked. `--out` saves the image with the boxes drawn.
 """
@@ -14,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mmrl.errors import UserError
+from mmrl.eval.evaluate import greedy_completions, load_model_folder, read_model_config
+from mmrl.rewards.grounding import predicted_boxes
+from mmrl.rewards.parsing import extract_answer
+from mmrl.types import Sample, Variant
 
 
 def open_image(path: str | Path) -> Any:
@@ -34,10 +39,6 @@ def answer_image(
     model: Any, processor: Any, frame: Any, config: Any, image: Any, question: str
 ) -> tuple[str, str | None, list[Any]]:
     """(completion text, parsed answer or None, named boxes in pixels of `image`) for one question."""
-    from mmrl.evaluate import greedy_completions
-    from mmrl.parsing import extract_answer
-    from mmrl.rewards.grounding import predicted_boxes
-    from mmrl.types import Sample, Variant
 
     sample = Sample("infer", "infer", Variant.POSITIVE, "image.png", image.size, question, "")
     text = greedy_completions(model, processor, [sample], [image], config.data, config.rollout.max_completion_length)[0]
@@ -70,7 +71,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="a run config for template / prompt (default: the folder's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
-    from mmrl.evaluate import load_model_folder, read_model_config
 
     image = open_image(args.image)  # a bad image fails before the model loads
     config = read_model_config(args.model_dir, args.config)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from mmrl.errors import UserError
+from mmrl.models.tiny import build_tiny_model
+from mmrl.types import FAMILIES
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 # parameter-name prefixes inside `model.visual` that are the merger (vision -> language projection)
 MERGER_PREFIXES = ("merger.", "deepstack_merger_list.")
 # linear layers of the vision blocks, by family naming (used only when LoRA also adapts the vision tower)
@@ -105,8 +106,6 @@ def resolve_model_path(model_config: Any) -> str:
     if Path(name).exists() or _is_cached_hub_model(name):
         return name
     if model_config.tiny_family is not None:
-        from mmrl.tiny import build_tiny_model
-
         print(
             f"mmrl: building a tiny {model_config.tiny_family} model in {name} (model.tiny_family is set)",
             file=sys.stderr,
@@ -167,7 +166,7 @@ def enable_checkpointing(model: Any) -> None:
 
 
 def load_model_and_processor(model_config: Any) -> tuple[Any, Any, str]:
-    """(model, processor, family) as `model_config` (an `mmrl.train_config.ModelConfig`) asks; model in train mode."""
+    """(model, processor, family) as `model_config` (an `mmrl.config.schema.ModelConfig`) asks; model in train mode."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-_ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+from mmrl.models.inputs import ROW_KEYS, image_spans
+from mmrl.models.loading import base_model
 
 
 def checkpointed_modules(model: Any) -> list[Any]:
@@ -96,10 +97,8 @@ def unique_prompts(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """(the U distinct prompts as model inputs, index (num_rows,) of each completion row's prompt among them).
 
-    `model` is the HF model itself (`mmrl.models.base_model`): its config says the image token and merge size.
+    `model` is the HF model itself (`mmrl.models.loading.base_model`): its config says the image token and merge size.
     """
-    from mmrl.logprobs import image_spans
-
     num_prompts = prompt_inputs["input_ids"].shape[0]
     if num_rows % num_prompts:
         raise ValueError(f"{num_rows} completion rows are not a whole number of groups of {num_prompts} prompts")
@@ -110,7 +109,7 @@ def unique_prompts(
         patch_chunks = [pixels[offsets[first] : offsets[end]] for first, end in spans]
 
     def same(a: int, b: int) -> bool:
-        keys = [key for key in _ROW_KEYS if key in prompt_inputs]
+        keys = [key for key in ROW_KEYS if key in prompt_inputs]
         if not all(torch.equal(prompt_inputs[key][a], prompt_inputs[key][b]) for key in keys):
             return False
         if spans is None:
@@ -133,7 +132,7 @@ def unique_prompts(
     unique: dict[str, Any] = dict(prompt_inputs)
     mask = prompt_inputs["attention_mask"][rows]
     start = int((mask.sum(0) > 0).int().argmax())  # the first column any distinct prompt uses
-    for key in _ROW_KEYS:
+    for key in ROW_KEYS:
         if key in prompt_inputs:
             unique[key] = prompt_inputs[key][rows][:, start:]  # (U, P')
     if spans is not None:
@@ -153,8 +152,6 @@ def shared_completion_logits(
     read-only: a cache that is not a plain DynamicCache (e.g. sliding-window layers), or a transformers release
     whose checkpointed layers always drop the cache.
     """
-    from mmrl.models import base_model
-
     num_rows, length = completion_ids.shape
     hf_model = base_model(model)  # its config and stored offsets; the forwards go through `model` (DDP, PEFT)
     unique, index = unique_prompts(hf_model, prompt_inputs, num_rows)

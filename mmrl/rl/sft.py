@@ -5,17 +5,18 @@ The loop, as built (one step):
 1. take `training.batch_size` samples from the resumable shuffled stream over the manifest's kept samples
    (`sft.variants`; of the counterfactuals only a `sft.counterfactual_fraction` share of the items, chosen by
    `training.seed`: few abstention labels leave GRPO calibration headroom), open their images, render their prompts
-   exactly as GRPO does (`mmrl.prompts.prompt_inputs`);
-2. the target of each sample is `mmrl.prompts.target_completion` in the recipe's template (think: the evidence boxes
-   in the model's frame, then the answer; a counterfactual's answer is the abstention), ending with `<|im_end|>`;
+   exactly as GRPO does (`mmrl.models.prompts.prompt_inputs`);
+2. the target of each sample is `mmrl.models.prompts.target_completion` in the recipe's template (think: the
+   evidence boxes in the model's frame, then the answer; a counterfactual's answer is the abstention), ending with
+   `<|im_end|>`;
 3. loss = minus the mean log-prob of the completion tokens (prompt tokens carry no loss), through the one log-prob
-   function `mmrl.logprobs.completion_logprobs`, averaged over every completion token of the step; micro-batches of
-   `training.micro_batch_size` samples accumulate gradients;
+   function `mmrl.models.logprobs.completion_logprobs`, averaged over every completion token of the step;
+   micro-batches of `training.micro_batch_size` samples accumulate gradients;
 4. clip to `training.max_grad_norm`, AdamW (the vision tower at `training.vision_lr_scale` times the LR), schedule;
 5. log to `metrics.jsonl` / TensorBoard; checkpoint every `training.save_steps` and at the end in the trainer's
-   format (`mmrl.checkpoint`), so `mmrl export RUN` and `mmrl train ... model.name_or_path=RUN/checkpoint-N/model`
+   format (`mmrl.io.checkpoint`), so `mmrl export RUN` and `mmrl train ... model.name_or_path=RUN/checkpoint-N/model`
    start from it; `training.resume=auto` continues from the latest checkpoint; with `data.eval_manifest`, a greedy
-   evaluation at the end (`mmrl.evaluate`), written to `RUN/eval/`.
+   evaluation at the end (`mmrl.eval.evaluate`), written to `RUN/eval/`.
 """
 
 from __future__ import annotations
@@ -23,58 +24,27 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from mmrl.config import load_run_config, save_config, to_dict
+from data_builders.build import ensure_manifest
+from mmrl.boxes import FrameSpec
+from mmrl.config.loader import load_run_config, save_config, to_dict
+from mmrl.config.schema import SFTConfig, SFTOptions
+from mmrl.data.manifest import SampleStream, read_manifest
 from mmrl.errors import UserError
-from mmrl.rewards.config import RewardConfig
-from mmrl.train_config import (
-    DataConfig,
-    LoggingConfig,
-    ModelConfig,
-    RolloutConfig,
-    TrainingConfig,
-    check_templates,
-)
-
-
-@dataclass
-class SFTOptions:
-    variants: list[str] = field(default_factory=lambda: ["positive", "counterfactual", "random_masked"])
-    # share of the items whose counterfactual keeps its (abstention) label; the others' counterfactuals are left out
-    counterfactual_fraction: float = 1.0
-    # stop after this many seconds of training even before training.max_steps (0: no limit); e.g. a control arm
-    # that gets the same wall time as a GRPO run
-    max_seconds: float = 0.0
-
-    def validate(self) -> None:
-        valid = {"positive", "counterfactual", "random_masked"}
-        if not self.variants or set(self.variants) - valid:
-            raise ValueError(f"sft.variants must name some of {', '.join(sorted(valid))}, got {self.variants}")
-        if not 0.0 <= self.counterfactual_fraction <= 1.0:
-            raise ValueError("sft.counterfactual_fraction must be in [0, 1]")
-        if self.max_seconds < 0:
-            raise ValueError("sft.max_seconds must be >= 0")
-
-
-@dataclass
-class SFTConfig:
-    """An SFT run's config: the training config's sections (minus grpo) plus `sft`."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # max_completion_length caps targets and eval
-    rewards: RewardConfig = field(default_factory=RewardConfig)  # used by the evaluation at the end
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    sft: SFTOptions = field(default_factory=SFTOptions)
-
-    def validate(self) -> None:
-        check_templates(self.data, self.rewards)
+from mmrl.eval.evaluate import evaluate_samples, write_report
+from mmrl.io import checkpoint
+from mmrl.io.logger import MetricsLogger
+from mmrl.models.loading import load_model_and_processor
+from mmrl.models.logprobs import completion_logprobs
+from mmrl.models.prompts import load_image, prompt_inputs, target_completion, tokenize_completions
+from mmrl.rl.optim import build_optimizer, build_scheduler
+from mmrl.types import Variant
 
 
 def parse_args(argv: list[str]) -> SFTConfig:
@@ -97,8 +67,6 @@ def select_samples(samples: list[Any], options: SFTOptions, seed: int) -> list[A
     >>> len(kept), sum(x.variant == Variant.COUNTERFACTUAL for x in kept)
     (10, 2)
     """
-    from mmrl.types import Variant
-
     chosen = [s for s in samples if s.variant.value in options.variants]
     groups = sorted({s.group_id for s in chosen if s.variant == Variant.COUNTERFACTUAL})
     keep = set(random.Random(seed).sample(groups, round(options.counterfactual_fraction * len(groups))))
@@ -118,17 +86,12 @@ class SFTResult:
 
 def sft_targets(processor: Any, samples: list[Any], config: SFTConfig, frame: Any) -> tuple[Any, Any]:
     """(completion_ids (B, T), completion_mask (B, T)) of the samples' target completions, `<|im_end|>` included."""
-    from mmrl.prompts import target_completion, tokenize_completions
-
     targets = [target_completion(s, config.data.template, frame) for s in samples]
     return tokenize_completions(processor, targets, config.rollout.max_completion_length)
 
 
 def sft_loss(model: Any, processor: Any, samples: list[Any], images: list[Any], ids: Any, mask: Any, data: Any):
     """Sum of -log p over the completion tokens `ids` (masked by `mask`) of `samples`: the prompt carries no loss."""
-    from mmrl.logprobs import completion_logprobs
-    from mmrl.prompts import prompt_inputs
-
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in prompt_inputs(processor, samples, images, data).items()}
     logps = completion_logprobs(model, inputs, ids.to(device), mask.to(device))  # (B, T), 0 on padding
@@ -137,30 +100,20 @@ def sft_loss(model: Any, processor: Any, samples: list[Any], images: list[Any], 
 
 def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     """Run SFT as `config` says; returns the final checkpoint and the trained model."""
-    from tqdm import tqdm
-
-    from mmrl import checkpoint
-    from mmrl.boxes import FrameSpec
-    from mmrl.data import SampleStream, read_manifest
-    from mmrl.metrics import MetricsLogger
-    from mmrl.models import load_model_and_processor
-    from mmrl.prompts import load_image
-    from mmrl.train import build_optimizer, ensure_train_manifest, lr_lambda
-
     t = config.training
     start_time = time.perf_counter()
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     run_dir = Path(t.output_dir)
-    ensure_train_manifest(config)  # type: ignore[arg-type]  # reads data.train_manifest and training.build_config
+    ensure_manifest(config.data.train_manifest, t.build_config)
     manifest = read_manifest(config.data.train_manifest)
     samples = select_samples(manifest.samples, config.sft, t.seed)
     if not samples:
         raise UserError(f"sft: no sample of {manifest.path} is left after sft.variants / counterfactual_fraction")
     model, processor, family = load_model_and_processor(config.model)
     frame = FrameSpec.for_family(family, config.model.min_pixels, config.model.max_pixels)
-    optimizer, trainable = build_optimizer(config, model)  # type: ignore[arg-type]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))  # type: ignore[arg-type]
+    optimizer, trainable = build_optimizer(t, model)
+    scheduler = build_scheduler(t, optimizer)
     stream = SampleStream(len(samples), seed=t.seed, shuffle=config.data.shuffle)
     step = 0
     latest = checkpoint.latest_checkpoint(run_dir) if t.resume == "auto" else None
@@ -213,8 +166,6 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
         last = save_now()  # the end of the run, unless the loop just saved it (or a rerun found it done)
     eval_summary = None
     if config.data.eval_manifest:
-        from mmrl.evaluate import evaluate_samples, write_report
-
         eval_manifest = read_manifest(config.data.eval_manifest)
         rows, eval_summary, _ = evaluate_samples(model, processor, frame, eval_manifest, config, progress=progress)
         write_report(run_dir / "eval", rows, eval_summary)

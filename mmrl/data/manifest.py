@@ -1,5 +1,6 @@
 """Training data: a manifest read into `Sample`s (bad lines counted, never replaced) and a resumable stream of
-batches (images are opened per sample by `mmrl.prompts.load_image`; one that fails raises `SampleError` upstream).
+batches (images are opened per sample by `mmrl.models.prompts.load_image`; one that fails raises `SampleError`
+upstream).
 
 The stream walks a fresh permutation of the manifest each epoch (drawn from `seed + epoch` by its own generator,
 so it does not depend on, or disturb, the global RNG); its position (epoch, cursor) is all a checkpoint needs to

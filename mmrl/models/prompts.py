@@ -8,9 +8,9 @@
   `image_grid_thw` and `mm_token_type_ids` (transformers 5.x Qwen-VL processors return it).
 - `target_completion(sample, template, frame)`: what an SFT step teaches: for "think",
   `<think>The evidence is in <box>[[x1,y1,x2,y2]]</box>.</think><answer>ANSWER</answer>` with the boxes in the
-  model's frame (`FrameSpec`), written by `mmrl.parsing.format_boxes`; for "direct", the answer alone.
+  model's frame (`FrameSpec`), written by `mmrl.rewards.parsing.format_boxes`; for "direct", the answer alone.
 
-No import of torch or PIL at module level: `mmrl.tiny` reads the instruction strings for its tokenizer corpus.
+No import of torch or PIL at module level: `mmrl.models.tiny` reads the instruction strings for its tokenizer corpus.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrl.boxes import FrameSpec
-from mmrl.parsing import format_boxes
+from mmrl.rewards.parsing import format_boxes
 from mmrl.types import Box, Sample, Variant
 
 ABSTAIN_HINT = 'If the image does not show the answer, answer "unknown".'
@@ -131,7 +131,7 @@ def tokenize_completions(processor: Any, texts: Sequence[str], max_length: int |
     """Target texts as completion rows, each ending with `<|im_end|>` as a generated turn does.
 
     Returns (completion_ids (B, T) right-padded with `<|endoftext|>`, completion_mask (B, T)), the shapes
-    `mmrl.logprobs.completion_logprobs` takes; so the SFT loss uses the same log-prob path as GRPO.
+    `mmrl.models.logprobs.completion_logprobs` takes; so the SFT loss uses the same log-prob path as GRPO.
     """
     import torch
 

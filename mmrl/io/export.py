@@ -27,6 +27,9 @@ from typing import Any
 import yaml
 
 from mmrl.errors import UserError
+from mmrl.io import checkpoint as ckpt
+from mmrl.models.loading import detect_family, set_pixel_budget
+from mmrl.rollout.hf import STOP_TOKENS, token_ids
 
 CONFIG_FILE = "mmrl_config.yaml"
 
@@ -100,10 +103,6 @@ def _load_trained_model(checkpoint_model: Path, config: dict[str, Any]) -> Any:
 def export(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
     """Write the plain model folder of `run_dir`'s latest (or the given) checkpoint to `out_dir`; returns it."""
     from transformers import AutoProcessor, GenerationConfig
-
-    from mmrl import checkpoint as ckpt
-    from mmrl.models import detect_family, set_pixel_budget
-    from mmrl.rollout import STOP_TOKENS, token_ids
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():

@@ -1,0 +1,1 @@
+"""Evaluation: `mmrl eval` (per-variant scores), detection AP, `mmrl infer`."""

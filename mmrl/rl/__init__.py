@@ -1,0 +1,1 @@
+"""Reinforcement learning: the pure GRPO maths, the phases of a step, the loop, and supervised warm starts."""

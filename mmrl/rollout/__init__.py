@@ -1,0 +1,1 @@
+"""Generation backends: Hugging Face sampling with shared prompts, and a vLLM server."""
