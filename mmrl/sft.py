@@ -139,7 +139,7 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     """Run SFT as `config` says; returns the final checkpoint and the trained model."""
     from tqdm import tqdm
 
-    from mmrl import checkpoint
+    from mmrl import checkpoint, checkpoint_recovery
     from mmrl.boxes import FrameSpec
     from mmrl.data import SampleStream, read_manifest
     from mmrl.metrics import MetricsLogger
@@ -163,9 +163,14 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))  # type: ignore[arg-type]
     stream = SampleStream(len(samples), seed=t.seed, shuffle=config.data.shuffle)
     step = 0
-    latest = checkpoint.latest_checkpoint(run_dir) if t.resume == "auto" else None
-    if latest is not None:
-        resumed = checkpoint.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+    found = (
+        checkpoint_recovery.resume(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+        if t.resume == "auto"
+        else None
+    )
+    latest = None
+    if found is not None:
+        latest, resumed = found
         step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
     save_config(config, run_dir)

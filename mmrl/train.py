@@ -412,7 +412,7 @@ def setup(config: TrainConfig) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from mmrl import checkpoint
+    from mmrl import checkpoint_recovery
     from mmrl.boxes import FrameSpec
     from mmrl.data import SampleStream, read_manifest
     from mmrl.models import load_model_and_processor
@@ -446,12 +446,12 @@ def setup(config: TrainConfig) -> Run:
         FrameSpec.for_family(family, config.model.min_pixels, config.model.max_pixels), optimizer, scheduler,
         trainable, manifest, stream, run_dir, int(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")),
     )  # fmt: skip
-    latest = checkpoint.latest_checkpoint(run_dir) if config.training.resume == "auto" else None
-    if latest is not None:
-        resumed = checkpoint.load_checkpoint(
-            latest, model=run.unwrapped_model, optimizer=optimizer, scheduler=scheduler,
-            process_index=accelerator.process_index,
-        )  # fmt: skip
+    found = None if config.training.resume != "auto" else checkpoint_recovery.resume(
+        run_dir, model=run.unwrapped_model, optimizer=optimizer, scheduler=scheduler,
+        process_index=accelerator.process_index,
+    )  # fmt: skip  # the newest intact checkpoint; damaged ones are skipped with a warning
+    if found is not None:
+        latest, resumed = found
         run.step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
         if accelerator.is_main_process:
