@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from mmrl.config import load_run_config, save_config, to_dict
+from mmrl.config import load_run_config, to_dict
 from mmrl.errors import UserError
 from mmrl.rewards.config import RewardConfig
 from mmrl.train_config import (
@@ -139,7 +139,7 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     """Run SFT as `config` says; returns the final checkpoint and the trained model."""
     from tqdm import tqdm
 
-    from mmrl import checkpoint, checkpoint_recovery
+    from mmrl import checkpoint, checkpoint_recovery, resume_guard
     from mmrl.boxes import FrameSpec
     from mmrl.data import SampleStream, read_manifest
     from mmrl.metrics import MetricsLogger
@@ -152,6 +152,7 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     run_dir = Path(t.output_dir)
+    resume_guard.check_resume_config(config, run_dir)  # before any model loads
     ensure_train_manifest(config)  # type: ignore[arg-type]  # reads data.train_manifest and training.build_config
     manifest = read_manifest(config.data.train_manifest)
     samples = select_samples(manifest.samples, config.sft, t.seed)
@@ -173,7 +174,7 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
         latest, resumed = found
         step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
-    save_config(config, run_dir)
+    resume_guard.save_run_config(config, run_dir, step)
     logger = MetricsLogger(run_dir, tensorboard=config.logging.tensorboard, config=to_dict(config), resume_step=step)
     bar = tqdm(total=t.max_steps, initial=step, desc="sft", disable=not progress)
     last: Path | None = latest

@@ -42,8 +42,9 @@ from typing import Any
 import torch
 
 from mmrl import grpo
-from mmrl.config import load_config, load_run_config, save_config, to_dict
+from mmrl.config import load_config, load_run_config, to_dict
 from mmrl.errors import UserError
+from mmrl.resume_guard import check_resume_config, save_run_config
 from mmrl.train_config import TrainConfig
 
 
@@ -420,6 +421,7 @@ def setup(config: TrainConfig) -> Run:
     accelerator = Accelerator()
     set_seed(config.training.seed)  # the same initial state on every process (LoRA init, dropout)
     run_dir = Path(config.training.output_dir)
+    check_resume_config(config, run_dir, accelerator.is_main_process)  # before any model loads
     if accelerator.is_main_process:
         ensure_train_manifest(config)
     accelerator.wait_for_everyone()
@@ -578,7 +580,7 @@ def train(config: TrainConfig) -> Run:
     run = setup(config)
     acc, cfg, G = run.accelerator, config, config.rollout.num_generations
     if acc.is_main_process:
-        save_config(config, run.run_dir)
+        save_run_config(config, run.run_dir, run.step)  # an earlier segment's different config is kept
     logger = MetricsLogger(
         run.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
         wandb_project=cfg.logging.wandb_project, config=to_dict(config), is_main_process=acc.is_main_process,
