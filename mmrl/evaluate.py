@@ -245,7 +245,7 @@ def evaluate_samples(
     samples, images, skipped = [], [], []
     for sample in manifest.samples:
         try:
-            images.append(load_image(sample, manifest.root))
+            images.append(load_image(sample, manifest.root, config.data))
             samples.append(sample)
         except (OSError, ValueError) as err:
             skipped.append((sample.id, str(err)))

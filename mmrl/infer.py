@@ -16,17 +16,20 @@ from typing import Any
 from mmrl.errors import UserError
 
 
-def open_image(path: str | Path) -> Any:
-    """The image as RGB; a missing or unreadable file is a UserError naming it."""
-    from PIL import Image, UnidentifiedImageError
+def open_image(path: str | Path, data_config: Any = None) -> Any:
+    """The image as RGB, capped like training's (`mmrl.images`); a missing, unreadable or oversized file is a
+    UserError naming it."""
+    from mmrl.images import MAX_IMAGE_PIXELS, open_rgb
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image not found: {path}")
+    cap = getattr(data_config, "max_image_pixels", MAX_IMAGE_PIXELS)
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return open_rgb(path, cap, getattr(data_config, "oversize_images", "reject"))
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    except OSError as err:
         raise UserError(f"cannot read image {path}: {str(err).splitlines()[0]}") from None
 
 
@@ -72,8 +75,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from mmrl.evaluate import load_model_folder, read_model_config
 
-    image = open_image(args.image)  # a bad image fails before the model loads
     config = read_model_config(args.model_dir, args.config)
+    image = open_image(args.image, config.data)  # a bad image fails before the model loads
     model, processor, _, frame = load_model_folder(args.model_dir)
     text, answer, boxes = answer_image(model, processor, frame, config, image, args.question)
     if args.json:

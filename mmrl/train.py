@@ -114,7 +114,7 @@ def make_group(ctx: Run, model: Any, sample: Any, position: int) -> Group:
 
     cfg = ctx.config
     try:
-        image = load_image(sample, ctx.manifest.root)
+        image = load_image(sample, ctx.manifest.root, cfg.data)
     except (OSError, ValueError) as err:
         raise SampleError(str(err)) from None
     prompt = prompt_inputs(ctx.processor, [sample], [image], cfg.data)

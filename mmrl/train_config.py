@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mmrl.images import MAX_IMAGE_PIXELS
 from mmrl.rewards.config import RewardConfig
 
 
@@ -54,6 +55,9 @@ class DataConfig:
     # put the question before the image in the user turn (DESIGN.md: small models learn binding only this way)
     question_first: bool = True
     shuffle: bool = True
+    # images over this many pixels are rejected, or shrunk to it with oversize_images=downscale (mmrl.images)
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    oversize_images: Literal["reject", "downscale"] = "reject"
 
 
 @dataclass
