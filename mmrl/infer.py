@@ -75,6 +75,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from mmrl.evaluate import load_model_folder, read_model_config
 
+    if args.out and Path(args.out).resolve() == Path(args.image).resolve():
+        raise UserError(f"--out {args.out} is the input image: refusing to draw over it (choose another file)")
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder; give the PNG file to write")
     config = read_model_config(args.model_dir, args.config)
     image = open_image(args.image, config.data)  # a bad image fails before the model loads
     model, processor, _, frame = load_model_folder(args.model_dir)

@@ -191,7 +191,10 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
             break
         step_start = time.perf_counter()
         batch = [samples[i] for i in stream.next_batch(t.batch_size)]
-        images = [load_image(s, manifest.root, config.data) for s in batch]
+        try:
+            images = [load_image(s, manifest.root, config.data) for s in batch]
+        except (OSError, ValueError) as err:
+            raise UserError(f"sft: {err}; fix the image or drop the sample from the manifest") from None
         ids, mask = sft_targets(processor, batch, config, frame)  # (B, T)
         num_tokens = int(mask.sum())  # every micro-batch's sum is divided by the step's token count
         total_loss = 0.0
