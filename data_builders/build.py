@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,18 @@ def _check_plan(out: Path, plan: dict[str, Any], cfg: BuildConfig) -> None:
         if not cfg.overwrite:
             raise UserError(f"{out} holds a manifest this builder didn't make; use another --out or overwrite=true")
         manifest.clear(out)
+    elif old is None and any(p.name not in ("config.yaml", "images", manifest.SHARDS) for p in out.iterdir()):
+        # e.g. a training run folder: its config.yaml would be replaced by the build's
+        raise UserError(f"{out} holds files that are not a build (a run folder?); choose an empty or new --out")
+
+
+def _remove_temp_files(out: Path) -> None:
+    """Image files a killed build left half-written (`x.png.tmp`, `.x.png.tmp<pid>`): never part of a manifest."""
+    images = out / "images"
+    if images.is_dir():
+        for path in images.rglob("*.tmp*"):
+            if path.is_file() and re.search(r"\.tmp\d*$", path.name):
+                path.unlink()
 
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
@@ -60,12 +73,17 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     if not cfg.out:
         raise UserError("no output folder: pass --out DIR or out=DIR")
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
     entries = list(iter_items(cfg))
+    if not entries:
+        raise UserError(f"the source ({cfg.source.kind}) holds no item: nothing to build")
     shards = [entries[i : i + cfg.shard_size] for i in range(0, len(entries), cfg.shard_size)]
     plan = {"fingerprint": fingerprint(cfg, [e.id for e in entries]), "shards": len(shards), "entries": len(entries)}
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan, cfg)
     manifest.write_plan(out, plan)
+    _remove_temp_files(out)
     save_config(cfg, out)
     done = manifest.done_shards(out, len(shards))
     todo = [i for i in range(len(shards)) if i not in done]
@@ -120,6 +138,8 @@ def main(argv: list[str]) -> int:
     config_path, overrides = parse_args(argv)
     cfg = load_config(BuildConfig, config_path, overrides)
     summary = build(cfg)
+    if not summary["items"]:
+        raise UserError(f"built 0 items in {cfg.out}: all {summary['rejects']} rejected (reasons in rejects.jsonl)")
     variants = ", ".join(f"{k} {v}" for k, v in summary["variants"].items()) or "none"
     print(f"built {cfg.out}: {summary['items']} items ({variants}); {summary['rejects']} rejects")
     return 0

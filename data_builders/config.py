@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mmrl.data.images import MAX_IMAGE_PIXELS
+
 SourceKind = Literal["jsonl", "coco", "defacto", "coop", "hf", "synthetic"]
 LocalizerKind = Literal["annotation", "ocr", "vlm", "saliency", "combine"]
 VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
@@ -146,7 +148,7 @@ class BuildConfig:
     image_format: Literal["png", "jpeg"] = "png"  # png keeps masks exact; jpeg is faster and lossy
     jpeg_quality: int = 95
     copy_positive: bool = True  # store an RGB JPEG/PNG source's own bytes as the positive image (no re-encode)
-    max_pixels: int = 50_000_000  # larger images are rejected (decompression bombs)
+    max_pixels: int = MAX_IMAGE_PIXELS  # larger images are rejected (decompression bombs); train and eval agree
     overwrite: bool = False  # start over in a folder that holds a build with another config
     progress: bool = True
 

@@ -126,8 +126,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if validate is not None:
         try:
             validate()
-        except ValueError as err:
-            raise ConfigError(f"{prefix}{err}") from None
+        except ValueError as err:  # messages that already name their section are not prefixed twice
+            message = str(err)
+            raise ConfigError(message if message.startswith(prefix) else f"{prefix}{message}") from None
     return obj
 
 

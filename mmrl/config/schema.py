@@ -6,9 +6,11 @@ file is a valid (tiny, CPU) config; recipes override what they need.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mmrl.data.images import MAX_IMAGE_PIXELS
 from mmrl.rewards.config import RewardConfig
 from mmrl.types import Family
 
@@ -54,6 +56,9 @@ class DataConfig:
     # put the question before the image in the user turn (DESIGN.md: small models learn binding only this way)
     question_first: bool = True
     shuffle: bool = True
+    # images over this many pixels are rejected, or shrunk to it with oversize_images=downscale (mmrl.data.images)
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    oversize_images: Literal["reject", "downscale"] = "reject"
 
 
 @dataclass
@@ -133,6 +138,8 @@ class TrainingConfig:
     save_steps: int = 0  # 0: only at the end
     save_total_limit: int = 2
     resume: Literal["auto", "never"] = "auto"
+    # keys (or sections) a resume may change although an uninterrupted run would differ (mmrl.io.resume_guard)
+    resume_allow_changes: list[str] = field(default_factory=list)
     eval_steps: int = 0  # evaluate on data.eval_manifest every N steps (0: only at the end)
     # when data.train_manifest is missing: a build config (`mmrl build`) that writes it into the manifest's folder
     build_config: str | None = None
@@ -142,8 +149,8 @@ class TrainingConfig:
             raise ValueError("training.max_steps, save_steps, eval_steps and warmup_steps must be >= 0")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("training.batch_size and training.micro_batch_size must be >= 1")
-        if self.learning_rate <= 0:
-            raise ValueError("training.learning_rate must be positive")
+        if not 0 < self.learning_rate < math.inf:  # NaN fails this too
+            raise ValueError("training.learning_rate must be a positive finite number")
 
 
 @dataclass

@@ -216,6 +216,7 @@ def read_model_config(model_dir: str | Path, config_path: str | Path | None = No
 def load_model_folder(model_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, str, Any]:
     """(model in eval mode, processor, family, FrameSpec from the processor's pixel budget) of a plain HF folder."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     model_dir = Path(model_dir)
@@ -225,8 +226,10 @@ def load_model_folder(model_dir: str | Path, device: Any = "cpu") -> tuple[Any, 
         family = detect_family(AutoConfig.from_pretrained(model_dir))
         processor = AutoProcessor.from_pretrained(model_dir)
         model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load model {model_dir}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # missing, truncated or corrupt files
+        raise UserError(
+            f"cannot load model {model_dir}: {(str(err).splitlines() or [type(err).__name__])[0]}"
+        ) from None
     size = processor.image_processor.size
     frame = FrameSpec.for_family(family, int(size["shortest_edge"]), int(size["longest_edge"]))
     return model.to(device).eval(), processor, family, frame
@@ -241,7 +244,7 @@ def evaluate_samples(
     samples, images, skipped = [], [], []
     for sample in manifest.samples:
         try:
-            images.append(load_image(sample, manifest.root))
+            images.append(load_image(sample, manifest.root, config.data))
             samples.append(sample)
         except (OSError, ValueError) as err:
             skipped.append((sample.id, str(err)))
@@ -281,6 +284,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     args = parser.parse_args(argv)
 
+    for name in ("limit", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    out = Path(args.out) if args.out else Path(args.model_dir) / "eval"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+
     manifest = read_manifest(args.manifest)
     if args.limit is not None:
         manifest.samples = manifest.samples[: args.limit]
@@ -290,7 +301,6 @@ def main(argv: list[str]) -> int:
     rows, summary, skipped = evaluate_samples(model, processor, frame, manifest, config, args.batch_size)
     summary["rejected_lines"] = len(manifest.rejects)
     summary["skipped_samples"] = len(skipped)
-    out = Path(args.out) if args.out else Path(args.model_dir) / "eval"
     json_path, md_path = write_report(out, rows, summary)
     print(markdown_table(summary), end="")
     if manifest.rejects:

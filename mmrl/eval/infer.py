@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmrl.data.images import MAX_IMAGE_PIXELS, open_rgb
 from mmrl.errors import UserError
 from mmrl.eval.evaluate import greedy_completions, load_model_folder, read_model_config
 from mmrl.rewards.grounding import predicted_boxes
@@ -21,17 +22,19 @@ from mmrl.rewards.parsing import extract_answer
 from mmrl.types import Sample, Variant
 
 
-def open_image(path: str | Path) -> Any:
-    """The image as RGB; a missing or unreadable file is a UserError naming it."""
-    from PIL import Image, UnidentifiedImageError
+def open_image(path: str | Path, data_config: Any = None) -> Any:
+    """The image as RGB, capped like training's (`mmrl.data.images`); a missing, unreadable or oversized file is a
+    UserError naming it."""
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image not found: {path}")
+    cap = getattr(data_config, "max_image_pixels", MAX_IMAGE_PIXELS)
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return open_rgb(path, cap, getattr(data_config, "oversize_images", "reject"))
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    except OSError as err:
         raise UserError(f"cannot read image {path}: {str(err).splitlines()[0]}") from None
 
 
@@ -72,8 +75,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
 
-    image = open_image(args.image)  # a bad image fails before the model loads
+    if args.out and Path(args.out).resolve() == Path(args.image).resolve():
+        raise UserError(f"--out {args.out} is the input image: refusing to draw over it (choose another file)")
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder; give the PNG file to write")
     config = read_model_config(args.model_dir, args.config)
+    image = open_image(args.image, config.data)  # a bad image fails before the model loads
     model, processor, _, frame = load_model_folder(args.model_dir)
     text, answer, boxes = answer_image(model, processor, frame, config, image, args.question)
     if args.json:

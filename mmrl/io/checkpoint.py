@@ -6,16 +6,24 @@ A checkpoint is the folder `RUN/checkpoint-000012/`:
   same model exactly), plus the processor when given; with LoRA, the adapter folder that peft writes;
 - `optimizer.pt`, `scheduler.pt`: their `state_dict()`s;
 - `rng_state_<rank>.pt`: python, numpy and torch RNG states of each process;
-- `trainer_state.json`: step, data position and whatever the loop adds, written last.
+- `trainer_state.json`: step, data position and whatever the loop adds, and the size and sha256 of every other
+  file of the folder; written last, it is the completion marker.
 
 Atomicity: everything is written into `RUN/.tmp-checkpoint-000012/`, every file is fsynced, and only then is the
 folder renamed to its final name (a rename is atomic on POSIX). A crash at any moment leaves either the previous
-checkpoints and a stale `.tmp-*` folder (ignored, removed by the next save) or the new complete one.
-Non-weight state is read back with `torch.load(weights_only=True)`: no arbitrary unpickling.
+checkpoints and a stale `.tmp-*` folder (ignored, removed by the next save) or the new complete one. Saving a step
+that exists already (rerunning a finished run) renames the old folder to `.tmp-old-checkpoint-N` first; until the
+new one is in place that folder counts as step N, and the next save renames it back or removes it.
+
+Damage after the fact (a truncated, zeroed or bit-flipped file, a missing one, a garbage marker) is caught by
+`mmrl.io.recovery`, which falls back to the newest intact checkpoint with one warning
+line, and refuses with one error line when none is intact. Non-weight state is read back with
+`torch.load(weights_only=True)`: no arbitrary unpickling.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -31,7 +39,8 @@ import torch
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
-_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+OLD_PREFIX = ".tmp-old-"  # a complete checkpoint moved aside while the same step is saved again
+_NAME = re.compile(rf"^(?:{re.escape(OLD_PREFIX)})?{PREFIX}(\d+)$")
 
 
 def _noop() -> None:
@@ -43,16 +52,21 @@ def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (a folder without trainer_state.json is not one)."""
+    """Complete checkpoints of a run, oldest first (a folder without trainer_state.json is not one).
+
+    A `.tmp-old-checkpoint-N` stands for step N when `checkpoint-N` is absent: a kill between the two renames of
+    a re-save left it there, complete."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = []
+    found = {}
     for path in run_dir.iterdir():
         match = _NAME.match(path.name)
         if match and path.is_dir() and (path / STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+            step = int(match.group(1))
+            if step not in found or not path.name.startswith(OLD_PREFIX):
+                found[step] = path
+    return [found[step] for step in sorted(found)]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -102,6 +116,30 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as handle:  # streamed in blocks: weights of many GB never sit in memory whole
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under `folder` but the marker itself, by path relative to `folder`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / STATE_FILE)
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+
+
+def _clean_stale(run_dir: Path) -> None:
+    """Remove what killed saves left: half-written `.tmp-checkpoint-*`, and `.tmp-old-*` copies whose step is back
+    in place (one whose step is missing is the only complete copy: it is renamed back)."""
+    for stale in run_dir.glob(f".tmp-{PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in run_dir.glob(f"{OLD_PREFIX}{PREFIX}*"):
+        final = run_dir / old.name[len(OLD_PREFIX) :]
+        if final.exists() or not (old / STATE_FILE).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
@@ -173,9 +211,9 @@ def save_checkpoint(
     final = checkpoint_dir(run_dir, step)
     tmp = run_dir / f".tmp-{final.name}"
     if is_main_process:
-        for stale in run_dir.glob(f".tmp-{PREFIX}*"):  # left by a crash during an earlier save
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _clean_stale(run_dir)
+        tmp.mkdir()
     barrier()
     torch.save(rng_state(), tmp / f"rng_state_{process_index}.pt")
     if is_main_process:
@@ -186,14 +224,18 @@ def save_checkpoint(
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     barrier()
     if is_main_process:
-        state = {"step": step, **(trainer_state or {})}
+        state = {"step": step, **(trainer_state or {}), "files": file_manifest(tmp)}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
         _fsync_tree(tmp)
         if final.exists():  # the same step saved again (e.g. the end of a run that was resumed at its last step)
-            old = run_dir / f".tmp-old-{final.name}"
-            final.rename(old)
+            old = run_dir / f"{OLD_PREFIX}{final.name}"
+            final.rename(old)  # from here until the next rename, list_checkpoints reads `old` as this step
+            _fsync_dir(run_dir)
+            tmp.rename(final)
+            _fsync_dir(run_dir)
             shutil.rmtree(old)
-        tmp.rename(final)
+        else:
+            tmp.rename(final)
         _fsync_dir(run_dir)
         if total_limit > 0:
             for path in list_checkpoints(run_dir)[:-total_limit]:
@@ -235,4 +277,5 @@ def load_checkpoint(
             rng_file = path / "rng_state_0.pt"
         set_rng_state(torch.load(rng_file, weights_only=True))
     step = int(state.pop("step"))
+    state.pop("files", None)
     return ResumedState(step=step, trainer_state=state)

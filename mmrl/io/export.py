@@ -28,6 +28,7 @@ import yaml
 
 from mmrl.errors import UserError
 from mmrl.io import checkpoint as ckpt
+from mmrl.io.recovery import intact_checkpoint, verify_checkpoint
 from mmrl.models.loading import detect_family, set_pixel_budget
 from mmrl.rollout.hf import STOP_TOKENS, token_ids
 
@@ -97,7 +98,12 @@ def _load_trained_model(checkpoint_model: Path, config: dict[str, Any]) -> Any:
         except OSError as err:
             raise UserError(f"cannot load the base model {base_path!r}: {str(err).splitlines()[0]}") from None
         return PeftModel.from_pretrained(base, checkpoint_model).merge_and_unload()
-    return AutoModelForImageTextToText.from_pretrained(checkpoint_model, dtype=dtype, trust_remote_code=remote)
+    from safetensors import SafetensorError
+
+    try:
+        return AutoModelForImageTextToText.from_pretrained(checkpoint_model, dtype=dtype, trust_remote_code=remote)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a checkpoint written without checksums
+        raise UserError(f"cannot load the model in {checkpoint_model}: {str(err).splitlines()[0]}") from None
 
 
 def export(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
@@ -112,9 +118,13 @@ def export(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | No
         not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).is_file())
     ):
         raise UserError(f"{out_dir} exists and is not an mmrl export: refusing to replace it (choose another --out)")
-    chosen = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
+    # the newest checkpoint that verifies against its marker; damaged ones are skipped with a warning
+    chosen = Path(checkpoint) if checkpoint is not None else intact_checkpoint(run_dir)
     if chosen is None or not (chosen / ckpt.STATE_FILE).is_file() or not (chosen / "model").is_dir():
         raise UserError(f"{run_dir} holds no finished checkpoint (a checkpoint-N folder with {ckpt.STATE_FILE})")
+    damage = verify_checkpoint(chosen)
+    if damage is not None:
+        raise UserError(f"checkpoint {chosen} is damaged: {damage}")
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise UserError(f"{run_dir} has no config.yaml: not a run folder of mmrl train / mmrl sft")

@@ -2,7 +2,10 @@
 and every K steps an HTML page of sampled completions beside their images, for a person to open in a browser.
 
 Only the main process writes. On resume, lines of `metrics.jsonl` past the resumed step are dropped first, so the
-file reads as one run that never stopped.
+file reads as one run that never stopped. That file is never rewritten in place: the kept lines go to a new file
+that replaces the old one with an atomic rename, so a kill at any moment leaves the old history or the new one,
+never an empty or half-written file. A torn or garbage line (a kill in the middle of a write, a bad edit) is
+dropped with one warning line instead of breaking every later resume.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import html
 import io
 import json
 import math
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +75,23 @@ class MetricsLogger:
     def _truncate_after(self, step: int) -> None:
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        bad: list[int] = []
+        with self.path.open("rb") as source, tmp.open("wb") as target:  # streamed: the file can be large
+            for number, raw in enumerate(source, 1):
+                record = _record(raw)
+                if record is None:
+                    bad.append(number)
+                elif record["step"] <= step:
+                    target.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(tmp, self.path)
+        if bad:
+            print(
+                f"mmrl: warning: {self.path}: {len(bad)} torn or unreadable line(s) dropped (first: line {bad[0]})",
+                file=sys.stderr,
+            )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -92,6 +112,17 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    """One line of metrics.jsonl as a dict with an integer step, or None when it is torn or garbage."""
+    try:
+        record = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int) or not raw.endswith(b"\n"):
+        return None  # a line without its newline is the torn end of a write that was cut short
+    return record
 
 
 def _jsonable(value: Any) -> Any:

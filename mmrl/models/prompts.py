@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrl.boxes import FrameSpec
+from mmrl.data.images import MAX_IMAGE_PIXELS, open_rgb
 from mmrl.rewards.parsing import format_boxes
 from mmrl.types import Box, Sample, Variant
 
@@ -64,16 +65,19 @@ def render_prompt(processor: Any, sample: Sample, data_config: Any) -> str:
     )
 
 
-def load_image(sample: Sample, manifest_dir: str | Path) -> Any:
-    """The sample's image as RGB; a missing or unreadable image is an error naming the sample (never a substitute)."""
-    from PIL import Image
+def load_image(sample: Sample, manifest_dir: str | Path, data_config: Any = None) -> Any:
+    """The sample's image as RGB; a missing or unreadable image is an error naming the sample (never a substitute).
 
+    `data_config`'s `max_image_pixels` and `oversize_images` cap its size (`mmrl.data.images`); a ValueError
+    when over."""
     path = sample.image_path(manifest_dir)
+    cap = getattr(data_config, "max_image_pixels", MAX_IMAGE_PIXELS)
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_rgb(path, cap, getattr(data_config, "oversize_images", "reject"))
     except OSError as err:
         raise FileNotFoundError(f"sample {sample.id}: cannot read image {path}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"sample {sample.id}: {err}") from None
 
 
 def prompt_inputs(

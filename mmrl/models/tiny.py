@@ -289,7 +289,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--corpus", help="a text file whose lines are added to the tokenizer's training text")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="replace what --out holds")
     args = parser.parse_args(argv)
+    out_path = Path(args.out)
+    if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())) and not args.force:
+        raise UserError(f"{out_path} exists and is not empty: refusing to replace it (--force to replace)")
     extra = None
     if args.corpus:
         path = Path(args.corpus)

@@ -50,7 +50,7 @@ def make_group(run: Any, model: Any, sample: Any, position: int) -> Group:
     """Prompt, G sampled completions and rewards of one sample; raises SampleError when it can't be used."""
     cfg = run.config
     try:
-        image = load_image(sample, run.manifest.root)
+        image = load_image(sample, run.manifest.root, cfg.data)
     except (OSError, ValueError) as err:
         raise SampleError(str(err)) from None
     prompt = prompt_inputs(run.processor, [sample], [image], cfg.data)

@@ -38,9 +38,10 @@ import warnings
 import torch
 from tqdm import tqdm
 
-from mmrl.config.loader import load_run_config, save_config, to_dict
+from mmrl.config.loader import load_run_config, to_dict
 from mmrl.config.schema import TrainConfig
 from mmrl.io.logger import MetricsLogger
+from mmrl.io.resume_guard import save_run_config
 from mmrl.rl import algo
 from mmrl.rl.dist import all_reduce, any_process, timed
 from mmrl.rl.groups import collect_groups, group_rows
@@ -65,7 +66,7 @@ def train(config: TrainConfig) -> Run:
     run = setup(config)
     acc, cfg = run.accelerator, config
     if acc.is_main_process:
-        save_config(config, run.run_dir)
+        save_run_config(config, run.run_dir, run.step)  # an earlier segment's different config is kept
     logger = MetricsLogger(
         run.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
         wandb_project=cfg.logging.wandb_project, config=to_dict(config), is_main_process=acc.is_main_process,

@@ -62,7 +62,7 @@ def evaluate(run: Any) -> dict[str, float]:
     with unwrap_model_for_generation(run.model, acc) as model:
         for start in range(0, len(mine), cfg.training.batch_size):
             samples = mine[start : start + cfg.training.batch_size]
-            images = [load_image(s, manifest.root) for s in samples]
+            images = [load_image(s, manifest.root, cfg.data) for s in samples]
             texts = greedy_completions(
                 model, run.processor, samples, images, cfg.data, cfg.rollout.max_completion_length, len(samples),
                 run.device,

@@ -20,7 +20,8 @@ from mmrl.boxes import FrameSpec
 from mmrl.config.schema import TrainConfig
 from mmrl.data.manifest import Manifest, SampleStream, read_manifest
 from mmrl.errors import UserError
-from mmrl.io import checkpoint
+from mmrl.io import checkpoint, recovery
+from mmrl.io.resume_guard import check_resume_config
 from mmrl.models.loading import load_model_and_processor
 from mmrl.rl.optim import build_optimizer, build_scheduler
 from mmrl.rollout.vllm import connect
@@ -57,6 +58,8 @@ class Run:
 def setup(config: TrainConfig) -> Run:
     accelerator = Accelerator()
     set_seed(config.training.seed)  # the same initial state on every process (LoRA init, dropout)
+    run_dir = Path(config.training.output_dir)
+    check_resume_config(config, run_dir, accelerator.is_main_process)  # before any model loads
     if accelerator.is_main_process:  # configs/debug_tiny.yaml builds its synthetic manifest on first use
         ensure_manifest(config.data.train_manifest, config.training.build_config)
     accelerator.wait_for_everyone()
@@ -81,15 +84,16 @@ def setup(config: TrainConfig) -> Run:
     run = Run(
         config, accelerator, model, accelerator.unwrap_model(model), ref_model, processor, family,
         FrameSpec.for_family(family, config.model.min_pixels, config.model.max_pixels), optimizer, scheduler,
-        trainable, manifest, stream, Path(config.training.output_dir),
+        trainable, manifest, stream, run_dir,
         int(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")),
     )  # fmt: skip
-    latest = checkpoint.latest_checkpoint(run.run_dir) if config.training.resume == "auto" else None
-    if latest is not None:
-        resumed = checkpoint.load_checkpoint(
-            latest, model=run.unwrapped_model, optimizer=optimizer, scheduler=scheduler,
-            process_index=accelerator.process_index,
-        )  # fmt: skip
+    # the newest intact checkpoint; damaged ones are skipped with a warning
+    found = None if config.training.resume != "auto" else recovery.resume(
+        run_dir, model=run.unwrapped_model, optimizer=optimizer, scheduler=scheduler,
+        process_index=accelerator.process_index,
+    )  # fmt: skip
+    if found is not None:
+        latest, resumed = found
         run.step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
         if accelerator.is_main_process:

@@ -33,12 +33,13 @@ from tqdm import tqdm
 
 from data_builders.build import ensure_manifest
 from mmrl.boxes import FrameSpec
-from mmrl.config.loader import load_run_config, save_config, to_dict
+from mmrl.config.loader import load_run_config, to_dict
 from mmrl.config.schema import SFTConfig, SFTOptions
 from mmrl.data.manifest import SampleStream, read_manifest
 from mmrl.errors import UserError
 from mmrl.eval.evaluate import evaluate_samples, write_report
-from mmrl.io import checkpoint
+from mmrl.io import checkpoint, resume_guard
+from mmrl.io import recovery as checkpoint_recovery
 from mmrl.io.logger import MetricsLogger
 from mmrl.models.loading import load_model_and_processor
 from mmrl.models.logprobs import completion_logprobs
@@ -105,6 +106,7 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     run_dir = Path(t.output_dir)
+    resume_guard.check_resume_config(config, run_dir)  # before any model loads
     ensure_manifest(config.data.train_manifest, t.build_config)
     manifest = read_manifest(config.data.train_manifest)
     samples = select_samples(manifest.samples, config.sft, t.seed)
@@ -116,12 +118,17 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
     scheduler = build_scheduler(t, optimizer)
     stream = SampleStream(len(samples), seed=t.seed, shuffle=config.data.shuffle)
     step = 0
-    latest = checkpoint.latest_checkpoint(run_dir) if t.resume == "auto" else None
-    if latest is not None:
-        resumed = checkpoint.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+    found = (
+        checkpoint_recovery.resume(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+        if t.resume == "auto"
+        else None
+    )
+    latest = None
+    if found is not None:
+        latest, resumed = found
         step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
-    save_config(config, run_dir)
+    resume_guard.save_run_config(config, run_dir, step)
     logger = MetricsLogger(run_dir, tensorboard=config.logging.tensorboard, config=to_dict(config), resume_step=step)
     bar = tqdm(total=t.max_steps, initial=step, desc="sft", disable=not progress)
     last: Path | None = latest
@@ -138,7 +145,10 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
             break
         step_start = time.perf_counter()
         batch = [samples[i] for i in stream.next_batch(t.batch_size)]
-        images = [load_image(s, manifest.root) for s in batch]
+        try:
+            images = [load_image(s, manifest.root, config.data) for s in batch]
+        except (OSError, ValueError) as err:
+            raise UserError(f"sft: {err}; fix the image or drop the sample from the manifest") from None
         ids, mask = sft_targets(processor, batch, config, frame)  # (B, T)
         num_tokens = int(mask.sum())  # every micro-batch's sum is divided by the step's token count
         total_loss = 0.0

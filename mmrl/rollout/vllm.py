@@ -158,7 +158,7 @@ class VLLMBackend:
         for offset, index in enumerate(indices):
             sample = run.manifest.samples[index]
             try:
-                image = load_image(sample, run.manifest.root)
+                image = load_image(sample, run.manifest.root, run.config.data)
             except (OSError, ValueError):
                 continue
             prompt_ids = prompt_inputs(run.processor, [sample], [image], cfg.data)["input_ids"]

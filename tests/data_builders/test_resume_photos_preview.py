@@ -32,7 +32,12 @@ def test_a_killed_build_resumes_with_no_duplicate_and_no_missing_record(tmp_path
     proc.wait()
     finished = len(list(shards.glob("shard-*.json")))
     assert 3 <= finished < 30 and not (out / "manifest.jsonl").exists()
+    # what a kill in the middle of an image write leaves (zero-byte files under both temporary names)
+    (out / "images" / "00029").mkdir(parents=True, exist_ok=True)
+    (out / "images" / "00029" / "a.png.tmp").write_bytes(b"")
+    (out / "images" / "00029" / ".b.png.tmp4242").write_bytes(b"")
     run_build(out, *args[:-2])  # rerun: same config, in-process this time
+    assert not [p for p in (out / "images").rglob("*") if ".tmp" in p.name]  # no temporary file survives a rerun
     records = read_jsonl(out / "manifest.jsonl")
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids))
