@@ -52,6 +52,17 @@ OPTIONS = ["blue", "red", "green", "unknown"]
         ("A, B, C, D", "B", 0.0),
         ("C", "B", 0.0),
         ("F", "B", 0.0),
+        ("B red", "B", 1.0),
+        ("B blue", "B", 0.0),  # letter and text disagree
+        ("**B**", "B", 1.0),
+        ("[B]", "B", 1.0),
+        ("B,", "B", 1.0),
+        ("Final answer: B", "B", 1.0),
+        ("The correct answer is B", "B", 1.0),
+        ("B is correct", "B", 1.0),
+        ("B\nThe car is red, not blue as in A.", "B", 1.0),
+        ("A\nB", "B", 0.0),
+        ("B, C", "B", 0.0),
     ],
 )
 def test_multiple_choice(answer, target, expected):
