@@ -4,14 +4,15 @@ Frames (DESIGN.md, "Boxes"):
 - Qwen2.5-VL names absolute pixels of the image *after* the processor's resize (`smart_resize`);
 - Qwen2-VL and Qwen3-VL name coordinates normalised to 0-1000 of the image.
 
-`smart_resize` is written here rather than imported from qwen-vl-utils because that package imports torch and
-torchvision at import time, and the data builders and rewards call this in worker processes that need neither.
-tests/test_boxes.py checks it equals qwen-vl-utils' version.
+The Qwen2.5-VL size comes from transformers' own `smart_resize`, the function its image processor calls, so a box
+means the pixels the model saw. qwen-vl-utils' copy differs on thin images (a side of 14 px or less: it rounds that
+side up to 28 before checking the pixel budget, the processor does not), and so did the copy that used to live here.
+It is imported on first use only: that module imports torch, which the data builders' workers need not load.
+tests/test_boxes.py checks the sizes against the processor's `image_grid_thw`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -34,28 +35,15 @@ FAMILY_FRAME = {
 FAMILY_FACTOR = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32}
 
 
-def smart_resize(
-    height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 14 * 14 * 4 * 1280
-) -> tuple[int, int]:
-    """(height, width) after Qwen-VL's resize: both multiples of `factor`, area within [min_pixels, max_pixels],
-    aspect ratio kept as closely as that allows.
+def resized_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of an image after the Qwen-VL image processor's resize (transformers' `smart_resize`).
 
-    >>> smart_resize(480, 640)
-    (476, 644)
+    >>> resized_size(480, 640, 28, 56 * 56, 14 * 14 * 4 * 1280), resized_size(14, 300, 28, 56 * 56, 28 * 28 * 1280)
+    ((476, 644), (28, 280))
     """
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio over 200 is not supported, got {width}x{height}")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    return smart_resize(height, width, factor, min_pixels, max_pixels)
 
 
 def _extent(
@@ -67,7 +55,7 @@ def _extent(
         return float(width), float(height)
     if frame is Frame.NORM_1000:
         return 1000.0, 1000.0
-    resized_h, resized_w = smart_resize(height, width, factor, min_pixels, max_pixels)
+    resized_h, resized_w = resized_size(height, width, factor, min_pixels, max_pixels)
     return float(resized_w), float(resized_h)
 
 
@@ -84,8 +72,7 @@ def to_model_frame(
     >>> to_model_frame(Box(64, 48, 320, 240), Frame.NORM_1000, (640, 480))
     Box(x1=100.0, y1=100.0, x2=500.0, y2=500.0)
     """
-    (mw, mh), (w, h) = _extent(frame, image_size, factor, min_pixels, max_pixels), image_size
-    return Box(box.x1 * mw / w, box.y1 * mh / h, box.x2 * mw / w, box.y2 * mh / h)
+    return _rescale(box, image_size, _extent(frame, image_size, factor, min_pixels, max_pixels))
 
 
 def from_model_frame(
@@ -101,8 +88,13 @@ def from_model_frame(
     >>> from_model_frame(Box(100, 100, 500, 500), Frame.NORM_1000, (640, 480))
     Box(x1=64.0, y1=48.0, x2=320.0, y2=240.0)
     """
-    (mw, mh), (w, h) = _extent(frame, image_size, factor, min_pixels, max_pixels), image_size
-    return Box(box.x1 * w / mw, box.y1 * h / mh, box.x2 * w / mw, box.y2 * h / mh)
+    return _rescale(box, _extent(frame, image_size, factor, min_pixels, max_pixels), image_size)
+
+
+def _rescale(box: Box, source: tuple[float, float], target: tuple[float, float]) -> Box:
+    """`box` measured in a (width, height) `source` extent -> the same box in the `target` extent."""
+    (sw, sh), (tw, th) = source, target  # multiply first, then divide: exact on whole-number boxes
+    return Box(box.x1 * tw / sw, box.y1 * th / sh, box.x2 * tw / sw, box.y2 * th / sh)
 
 
 def clip_box(box: Box, image_size: tuple[int, int]) -> Box | None:

@@ -46,8 +46,34 @@ from mmrl.types import Box, Variant
 CONFIG_FILE = "mmrl_config.yaml"
 SUMMARY_KEYS = (
     "n", "accuracy", "accuracy_lenient", "abstention_rate", "format_rate", "reward",
-    "mean_iou", "AP50", "AP75", "mAP",
+    "mean_iou", "AP50", "AP75", "mAP", "AP50_unranked", "AP75_unranked", "mAP_unranked",
 )  # fmt: skip
+# what each matcher computes, for the table's `accuracy_lenient` column (mmrl/rewards/matchers.py has the details)
+MATCHER_DEFINITIONS = {
+    "exact": "normalised exact match (case, punctuation, articles, number words) with the answer or an alias",
+    "multiple_choice": "the option named (by letter or text) is the target's option",
+    "vqa_soft": "official VQA accuracy: mean over leave-one-out subsets of the human answers of min(1, matches / 3), "
+    "the official normalisation",
+    "anls": "ANLS as DocVQA / ST-VQA: 1 - normalised Levenshtein distance (lower-cased), 0 from distance 0.5",
+    "relaxed_numeric": "ChartQA relaxed accuracy: numbers within 5% of the target (x% reads as x or x/100), "
+    "text equal up to case",
+    "label": "class label: normalised exact match, or its option's letter",
+}
+
+
+def column_definitions(matcher: str) -> dict[str, str]:
+    """Column -> the definition it uses, written under the table."""
+    return {
+        "accuracy": "strict: " + MATCHER_DEFINITIONS["exact"] + "; abstaining counts as right on a counterfactual",
+        "accuracy_lenient": f"the recipe's matcher `{matcher}`: {MATCHER_DEFINITIONS.get(matcher, matcher)}"
+        if matcher != "exact"
+        else "- (the recipe's matcher is exact)",
+        "AP50, AP75, mAP": "COCO-style (pycocotools' COCOeval, one class, at most 100 boxes an image), the model's box "
+        "order as its confidence; boxes named on positive and random-masked images against their evidence",
+        "*_unranked": "mmrl's order-independent AP for boxes without scores: all boxes tie, one operating point",
+        "mean_iou": "mean over samples of the IoU of one-to-one (Hungarian) matched boxes summed over max(#named, "
+        "#evidence) boxes",
+    }
 
 
 def greedy_completions(
@@ -147,7 +173,7 @@ def _variant_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for r in rows
         if r["gt_boxes"]
     ]
-    out.update(detection_metrics(items) if items else {"AP50": None, "AP75": None, "mAP": None})
+    out.update(detection_metrics(items) if items else dict.fromkeys(SUMMARY_KEYS[SUMMARY_KEYS.index("AP50") :]))
     return out
 
 
@@ -193,6 +219,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
         for key in ("base", "new", "harmonic_mean"):
             if key in cls:
                 lines.append(f"| {key} | {_cell(cls[key])} |")
+    if summary.get("definitions"):
+        lines += ["", "Definitions:", *(f"- `{name}`: {text}" for name, text in summary["definitions"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -261,7 +289,7 @@ def evaluate_samples(
     bar.close()
     if not rows:
         raise UserError(f"no sample of {manifest.path} could be evaluated (first: {skipped[0][1]})")
-    return rows, summarize(rows), skipped
+    return rows, {**summarize(rows), "definitions": column_definitions(config.rewards.matcher)}, skipped
 
 
 def write_report(out_dir: str | Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.parsing import normalize_answer, parse_choice, parse_number
+from mmrl.rewards.vqa import MIN_HUMAN_ANSWERS, vqa_accuracy, vqa_normalize
 
 Matcher = Callable[[str, Sequence[str], Sequence[str] | None, RewardConfig], float]
 DEFAULT_CONFIG = RewardConfig()
@@ -76,18 +77,25 @@ def multiple_choice(
 def vqa_soft(
     answer: str, targets: Sequence[str], choices: Sequence[str] | None = None, config: RewardConfig = DEFAULT_CONFIG
 ) -> float:
-    """VQA accuracy: min(number of human answers equal to the answer / 3, 1).
+    """The official VQA accuracy (`mmrl.rewards.vqa`): `targets` is [answer, *human answers, repeats kept].
 
-    >>> vqa_soft("2", ["two", "2", "3", "2"]), vqa_soft("3", ["two", "2", "3", "2"]), vqa_soft("4", ["2"])
-    (1.0, 0.3333333333333333, 0.0)
+    The human answers are `targets[1:]` (a manifest's `answer_aliases`: VQAv2, VizWiz, TextVQA and OK-VQA give ten);
+    `targets[0]`, the consensus answer, is not counted again. With fewer than four human answers (synonym aliases,
+    one annotator) there is no panel to average over: 1.0 when the VQA-normalised answer equals any target.
+
+    >>> ten = ["2"] + ["2"] * 7 + ["3"] * 3  # the answer, then ten humans: seven say 2, three say 3
+    >>> vqa_soft("Two", ten), vqa_soft("3", ten), vqa_soft("4", ten), vqa_soft("two", ["2", "two"])
+    (1.0, 0.9, 0.0, 1.0)
     """
-    norm = normalize_answer(answer)
-    if not norm:
-        return 0.0
-    return min(sum(norm == normalize_answer(t) for t in targets) / 3.0, 1.0)
+    humans = targets[1:]
+    if len(humans) >= MIN_HUMAN_ANSWERS:
+        return vqa_accuracy(answer, humans)
+    prediction = vqa_normalize(answer)
+    return float(bool(prediction) and any(prediction == vqa_normalize(t) for t in targets))
 
 
 def _levenshtein(a: str, b: str) -> int:
+    # a dozen lines of dynamic programming instead of a compiled dependency; tests check it against the anls package
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         current = [i]
@@ -100,15 +108,19 @@ def _levenshtein(a: str, b: str) -> int:
 def anls(
     answer: str, targets: Sequence[str], choices: Sequence[str] | None = None, config: RewardConfig = DEFAULT_CONFIG
 ) -> float:
-    """ANLS (DocVQA): best over targets of 1 - normalised edit distance, 0 where that distance reaches the threshold.
+    """ANLS as DocVQA / ST-VQA / InfographicVQA score it: best over targets of 1 - NL, 0 where NL >= the threshold.
+
+    NL is the Levenshtein distance over the longer length, after `strip().lower()` and runs of spaces made one
+    (the RRC script: "not case sensitive, but space sensitive"). One difference: an empty answer scores 0 even
+    against an empty target (the script gives 1); a parsed answer is never empty.
 
     >>> anls("invoice", ["Invoice"]), round(anls("lnvoice", ["invoice"]), 4), anls("total", ["invoice"])
     (1.0, 0.8571, 0.0)
     """
-    pred = " ".join(answer.casefold().split())
+    pred = " ".join(answer.strip().lower().split())
     best = 0.0
     for target in targets:
-        gold = " ".join(target.casefold().split())
+        gold = " ".join(target.strip().lower().split())
         longest = max(len(pred), len(gold))
         if not pred or not gold:
             continue
@@ -121,23 +133,36 @@ def anls(
     return best
 
 
+def _numeric_readings(text: str) -> tuple[float, ...]:
+    """The values a short numeric answer can mean: "5%" is 5 or 0.05 (charts label either way); () when not a number."""
+    value = parse_number(text)
+    if value is None:
+        return ()
+    return (value, value / 100.0) if text.strip().endswith("%") else (value,)
+
+
 def relaxed_numeric(
     answer: str, targets: Sequence[str], choices: Sequence[str] | None = None, config: RewardConfig = DEFAULT_CONFIG
 ) -> float:
-    """ChartQA's relaxed accuracy: numbers within `numeric_tolerance` (5%) of a numeric target; else exact match.
+    """ChartQA's relaxed accuracy: a number within `numeric_tolerance` (5%) of a numeric target, relative to the
+    target; a text target needs the same text (case and outer spaces aside), as in the ChartQA / Pix2Struct code.
 
-    >>> relaxed_numeric("10.4", ["10"]), relaxed_numeric("10.6", ["10"]), relaxed_numeric("40%", ["40"])
+    Accepted beyond that code: either side written with "%" reads as the number or a hundredth of it ("5%" matches
+    5 and 0.05), thousands separators ("1,200"), a leading currency sign ($ € £) and number words up to ninety; a
+    target of 0 needs exactly 0 (the code compares the strings there).
+
+    >>> relaxed_numeric("10.4", ["10"]), relaxed_numeric("10.6", ["10"]), relaxed_numeric("0.05", ["5%"])
     (1.0, 0.0, 1.0)
-    >>> relaxed_numeric("Yes", ["yes"]), relaxed_numeric("0", ["0"]), relaxed_numeric("3 or 4", ["3"])
+    >>> relaxed_numeric("Yes", ["yes"]), relaxed_numeric("1,200", ["1200"]), relaxed_numeric("3 or 4", ["3"])
     (1.0, 1.0, 0.0)
     """
-    value = parse_number(answer)
+    values = _numeric_readings(answer)
     for target in targets:
-        gold = parse_number(target)
-        if gold is None:
-            if exact_match(answer, [target]):
+        golds = _numeric_readings(target)
+        if not golds:
+            if answer.strip() and answer.strip().lower() == target.strip().lower():
                 return 1.0
-        elif value is not None and abs(value - gold) <= config.numeric_tolerance * abs(gold):
+        elif any(abs(v - g) <= config.numeric_tolerance * abs(g) for v in values for g in golds):
             return 1.0
     return 0.0
 

@@ -48,12 +48,24 @@ _NUMBER_VALUES = [*map(str, range(21)), "30", "40", "50", "60", "70", "80", "90"
 _NUMBER_WORDS = dict(zip(f"{_UNITS} {_TEENS_AND_TENS}".split(), _NUMBER_VALUES, strict=True))
 _NUMBER_WORD = re.compile(r"\b(?:" + "|".join(_NUMBER_WORDS) + r")\b")
 
-# multiple choice: "B", "(B)", "B.", "B)", "B: text", "option B", "answer: (B) text"
-_CHOICE = re.compile(
-    r"^\s*(?:(?:the\s+)?(?:answer|option|choice)\s*(?:is)?\s*[:\-]?\s*)?"  # an optional "the answer is:"
-    r"\(?([A-Za-z])\)?(?:[.):]\s*(.*)|\s*)$",  # the letter, then nothing, or punctuation and the option text
-    re.S | re.IGNORECASE,
+# multiple choice, the forms models write: "B", "(B)", "[B]", "B.", "B,", "B) dog", "B: dog", "B dog" (an upper-case
+# letter only: "a dog" is an article), "Option B", "Final answer: B", "The correct answer is (B)", "B is correct"
+_CHOICE_LEAD = (
+    r"(?i:(?:so\s*,?\s*)?(?:the\s+)?(?:final\s+|correct\s+|best\s+|right\s+)?"
+    r"(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
 )
+_CHOICE_VERDICT = (
+    r"(?i:\s+is\s+(?:the\s+)?(?:correct|right|best)(?:\s+(?:answer|option|choice))?|\s+is\s+the\s+answer)\s*[.!]?"
+)
+_CHOICE = re.compile(
+    rf"^{_CHOICE_LEAD}(?:[(\[]([A-Za-z])[)\]][.:,]?\s*(.*)"  # (B), [B], (B) dog
+    rf"|([A-Za-z])(?:[.):,]\s*(.*)|{_CHOICE_VERDICT}|\s*)"  # B, B. dog, B, B is correct
+    r"|([A-Z])\s+(\S.*))$",  # B dog
+    re.S,
+)
+_ANSWER_LEAD = re.compile(r"^(?:so\s*,?\s*)?(?:the\s+)?(?:final\s+|correct\s+)?answer\b", re.IGNORECASE)
+# another option letter standing alone in the rest of the answer: a hedge ("A or B", "B, C")
+_OTHER_LETTER = re.compile(r"(?<![\w'\u2019])([A-Z])(?![\w'\u2019])|\(([A-Za-z])\)")
 # a relaxed number: optional currency, one number, optional percent; nothing else
 _LONE_NUMBER = re.compile(r"^\s*[$\u20ac\u00a3]?\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*%?\s*$")
 
@@ -243,19 +255,46 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def _choice_line(line: str, num_choices: int) -> tuple[int, str] | None:
+    match = _CHOICE.match(line)
+    if match is None:
+        return None
+    letter = next(g for g in (match.group(1), match.group(3), match.group(5)) if g is not None)
+    rest = next((g for g in (match.group(2), match.group(4), match.group(6)) if g is not None), "").strip()
+    index = ord(letter.upper()) - ord("A")
+    if not 0 <= index < num_choices:
+        return None
+    for other in _OTHER_LETTER.finditer(rest):
+        other_index = ord((other.group(1) or other.group(2)).upper()) - ord("A")
+        if other_index != index and 0 <= other_index < num_choices:
+            return None
+    return index, rest
+
+
 def parse_choice(answer: str, num_choices: int) -> tuple[int, str] | None:
-    """(index, trailing text) for an answer naming an option letter ("B", "(b)", "B. dog", "Option B"), else None.
+    """(index, trailing text) for an answer naming an option letter, else None.
+
+    Markdown emphasis is ignored ("**B**"). A first line naming a letter may be followed by an explanation, unless
+    another line names a letter on its own ("A\\nB" is ambiguous); reasoning may come first when the last line
+    states the answer ("... Final answer: B"). Hedges naming two letters are refused.
 
     >>> parse_choice("(B) dog", 4), parse_choice("b", 4), parse_choice("E", 4), parse_choice("A or B", 4)
     ((1, 'dog'), (1, ''), None, None)
+    >>> parse_choice("**C**", 4), parse_choice("The correct answer is [B].", 4), parse_choice("D is correct", 4)
+    ((2, ''), (1, ''), (3, ''))
+    >>> parse_choice("B\\nThe dog is brown.", 4), parse_choice("A\\nB", 4), parse_choice("a dog", 4)
+    ((1, ''), None, None)
     """
-    match = _CHOICE.match(answer)
-    if match is None:
+    lines = [line.strip() for line in answer.replace("*", "").splitlines() if line.strip()]
+    if not lines:
         return None
-    index = ord(match.group(1).upper()) - ord("A")
-    if not 0 <= index < num_choices:
+    first = _choice_line(lines[0], num_choices)
+    if first is None:
+        if len(lines) > 1 and _ANSWER_LEAD.match(lines[-1]):
+            return _choice_line(lines[-1], num_choices)
         return None
-    return index, (match.group(2) or "").strip()
+    lone = [c for c in (_choice_line(line, num_choices) for line in lines[1:]) if c is not None and not c[1]]
+    return None if any(index != first[0] for index, _ in lone) else first
 
 
 def parse_number(text: str) -> float | None:

@@ -1,4 +1,5 @@
-"""Boxes between frames, against qwen-vl-utils' smart_resize: round trips, and the pixels a box names.
+"""Boxes between frames: round trips, and the pixels a box names (tests/test_boxes.py checks the resized sizes
+against the image processor itself).
 
 The rewards convert a model's box to pixels of the stored image with `FrameSpec.to_pixels`; these tests check
 that the box a Qwen2.5-VL model would name on its resized input lands on the evidence in the original image.
@@ -7,9 +8,8 @@ that the box a Qwen2.5-VL model would name on its resized input lands on the evi
 import numpy as np
 import pytest
 from PIL import Image
-from qwen_vl_utils import smart_resize as reference_smart_resize
 
-from mmrl.boxes import Frame, FrameSpec
+from mmrl.boxes import Frame, FrameSpec, resized_size
 from mmrl.rewards.config import RewardConfig
 from mmrl.rewards.grounding import grounding_reward, to_pixel_box
 from mmrl.rewards.parsing import format_boxes
@@ -38,7 +38,7 @@ def _sample(size, evidence):
 def test_qwen2_5_round_trip_uses_smart_resize(size, budget):
     width, height = size
     spec = FrameSpec(Frame.RESIZED_PIXELS, 28, *budget)
-    resized_h, resized_w = reference_smart_resize(height, width, 28, *budget)
+    resized_h, resized_w = resized_size(height, width, 28, *budget)
     evidence = Box(width * 0.25, height * 0.1, width * 0.75, height * 0.6)
     model_box = spec.to_model(evidence, size)
     # in the resized frame, coordinates scale by resized / original on each axis
@@ -81,7 +81,7 @@ def test_box_on_resized_image_names_the_evidence_pixels(size, budget):
     evidence = Box(round(width * 0.3), round(height * 0.25), round(width * 0.7), round(height * 0.55))
     original = np.zeros((height, width), dtype=np.uint8)
     original[int(evidence.y1) : int(evidence.y2), int(evidence.x1) : int(evidence.x2)] = 255
-    resized_h, resized_w = reference_smart_resize(height, width, 28, *budget)
+    resized_h, resized_w = resized_size(height, width, 28, *budget)
     resized = np.asarray(Image.fromarray(original).resize((resized_w, resized_h), Image.BILINEAR))
     ys, xs = np.nonzero(resized >= 128)
     named = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)  # pixel (i, j) covers [i, i+1)

@@ -150,8 +150,23 @@ def test_parse_number(text, expected):
         ("Option C", (2, "")),
         ("E", None),  # out of range for four options
         ("A or B", None),
-        ("a dog", None),
+        ("a dog", None),  # an article, not option A
         ("", None),
+        ("B dog", (1, "dog")),
+        ("**B**", (1, "")),
+        ("[B]", (1, "")),
+        ("B,", (1, "")),
+        ("Final answer: B", (1, "")),
+        ("The correct answer is B", (1, "")),
+        ("B is correct.", (1, "")),
+        ("B\nThe dog is brown, unlike in A.", (1, "")),  # a letter on its own line, then an explanation
+        ("The dog is brown.\nFinal answer: C", (2, "")),  # reasoning, then the stated answer
+        ("A\nB", None),  # two lone letters: ambiguous
+        ("B, C", None),
+        ("A/B", None),
+        ("Either A or B", None),
+        ("B or C is correct", None),
+        ("The dog is brown.\nB", None),  # a last line without "answer" is not read
     ],
 )
 def test_parse_choice(text, expected):
