@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SourceKind = Literal["jsonl", "coco", "defacto", "coop", "hf", "synthetic"]
+SourceKind = Literal["jsonl", "coco", "refcoco", "defacto", "defacto_bench", "coop", "vlm_r1", "hf", "synthetic"]
 LocalizerKind = Literal["annotation", "ocr", "vlm", "saliency", "combine"]
 VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 
@@ -17,9 +17,13 @@ VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 @dataclass
 class SourceConfig:
     kind: SourceKind = "jsonl"
-    path: str = ""  # jsonl: the file; coco: the annotations JSON; defacto/coop: the root folder; hf: the dataset
+    # jsonl, defacto_bench, vlm_r1: the JSON(L) file; coco: the annotations JSON or the dataset folder; refcoco: the
+    # folder holding refs(*).p and instances.json; defacto, coop: the dataset folder; hf: the dataset (docs/data.md)
+    path: str = ""
     limit: int = 0  # keep only the first N items (0: all)
     name: str = ""  # the manifest's `source` field (default: the kind)
+    image_root: str = ""  # jsonl, defacto_bench, vlm_r1: the folder image paths are relative to (default: the file's)
+    box_format: Literal["xyxy", "xywh"] = "xyxy"  # jsonl, defacto_bench, vlm_r1, hf: how the source stores boxes
     # coco
     images_dir: str = ""  # default: the annotation file's folder
     coco_mode: Literal["detection", "refs"] = "detection"
@@ -42,7 +46,6 @@ class SourceConfig:
     answer_column: str = "answer"
     aliases_column: str = ""
     boxes_column: str = ""
-    box_format: Literal["xyxy", "xywh"] = "xyxy"
     id_column: str = ""
     # synthetic
     num_items: int = 200

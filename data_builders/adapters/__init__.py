@@ -6,27 +6,29 @@ empty questions, empty answers. Adapters open no images; workers do (data_builde
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
 from data_builders.config import BuildConfig
 from data_builders.records import Item, Reject, SynthImage
 
+_MODULES = {
+    "jsonl": "jsonl",
+    "coco": "coco",
+    "refcoco": "refcoco",
+    "defacto": "defacto",
+    "defacto_bench": "defacto_bench",
+    "coop": "coop",
+    "vlm_r1": "vlm_r1",
+    "hf": "hf",
+    "synthetic": "synthetic",
+}
+
 
 def _adapter(cfg: BuildConfig) -> Iterator[Item | Reject]:
-    kind = cfg.source.kind
-    if kind == "jsonl":
-        from data_builders.adapters.jsonl import read
-    elif kind == "coco":
-        from data_builders.adapters.coco import read
-    elif kind == "defacto":
-        from data_builders.adapters.defacto import read
-    elif kind == "coop":
-        from data_builders.adapters.coop import read
-    elif kind == "hf":
-        from data_builders.adapters.hf import read
-    else:
-        from data_builders.adapters.synthetic import read
-    return read(cfg)
+    # imported on use: an adapter's optional dependency (datasets, pyarrow) is needed only by its own kind
+    module = importlib.import_module(f"data_builders.adapters.{_MODULES[cfg.source.kind]}")
+    return module.read(cfg)
 
 
 def iter_items(cfg: BuildConfig) -> Iterator[Item | Reject]:

@@ -22,7 +22,7 @@ def test_vqa_jsonl_with_answer_lists(tmp_path: Path, vqa_dir: Path) -> None:
     rows = [{"image": "img0.png", "question": "How many?", "answers": ["2", "two", "2"], "boxes": [[1, 1, 9, 9]]}]
     (vqa_dir / "vqa.jsonl").write_text(json.dumps(rows[0]) + "\n")
     (item,) = _items(f"source.path={vqa_dir / 'vqa.jsonl'}")
-    assert item.id == "vqa-000001" and item.answer == "2" and item.aliases == ("two",)
+    assert item.id == "vqa-000001" and item.answer == "2" and item.aliases == ("two", "2")  # repeats kept
     run_build(tmp_path / "out", f"source.path={vqa_dir / 'train.jsonl'}")
     records = read_jsonl(tmp_path / "out" / "manifest.jsonl")
     assert [r["variant"] for r in records[:3]] == ["positive", "counterfactual", "random_masked"]
@@ -61,34 +61,6 @@ def test_coco_detection_and_refs(tmp_path: Path) -> None:
     assert ref.boxes == [[50, 30, 70, 50]] and len(ref.distractors) == 2
     summary = run_build(tmp_path / "out", "source.kind=coco", f"source.path={path}")
     assert summary["items"] == 2
-
-
-def _defacto(root: Path) -> Path:
-    sample = root / "defacto" / "s001"
-    sample.mkdir(parents=True)
-    pixels = photo(64, 48)
-    Image.fromarray(pixels).save(sample / "original.png")
-    masked = pixels.copy()
-    masked[10:20, 10:30] = 0
-    Image.fromarray(masked).save(sample / "smask.png")
-    (sample / "boxes.txt").write_text("# x1 y1 x2 y2\n10 10 30 20\n")
-    (sample / "outside_boxes.txt").write_text("40, 30, 60, 45\n")
-    (sample / "question.txt").write_text("What is on the sign?\n")
-    (sample / "answer.txt").write_text("stop\nSTOP sign\n")
-    return root / "defacto"
-
-
-def test_defacto_layout_imported_as_is(tmp_path: Path) -> None:
-    root = _defacto(tmp_path)
-    run_build(tmp_path / "out", "source.kind=defacto", f"source.path={root}")
-    by_variant = {r["variant"]: r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl")}
-    cf = by_variant["counterfactual"]
-    assert cf["meta"]["prebuilt"] and cf["masked"] == [[10.0, 10.0, 30.0, 20.0]] and cf["answer"] == "unknown"
-    shipped = Image.open(root / "s001" / "smask.png").tobytes()
-    assert Image.open(tmp_path / "out" / cf["image"]).tobytes() == shipped
-    assert by_variant["positive"]["answer_aliases"] == ["STOP sign"]
-    assert by_variant["positive"]["distractors"] == [[40.0, 30.0, 60.0, 45.0]]
-    assert "random_masked" in by_variant  # no rmask shipped: made here
 
 
 def _coop(root: Path) -> Path:
