@@ -27,18 +27,17 @@ class SourceConfig:
     # coco
     images_dir: str = ""  # default: the annotation file's folder
     coco_mode: Literal["detection", "refs"] = "detection"
-    question_template: str = ""  # default per kind; coco: {category}, refs: {expression}
+    question_template: str = ""  # default per kind; coco: {category}, refs: {expression}, coop: {choices}
     # defacto
     regenerate: bool = False  # ignore the released smask/rmask images and make the variants here
-    # coop
-    split_file: str = ""  # CoOp's split_zhou_*.json (paths relative to `path`); empty: a folder per class
+    # coop (CoOp's datasets as CLS-RL uses them; data_builders/adapters/coop_layouts.py)
+    split_file: str = ""  # default: the split_zhou_*.json in `path`, if any (paths relative to the image folder)
     split: Literal["train", "val", "test"] = "train"
     num_shots: int = 4  # per class; -1: all
     classes: Literal["all", "base", "new"] = "all"  # CoOp's base-to-new split: first half of sorted labels is base
-    choice_fraction: float = 0.5  # of the classes listed in each prompt
-    choice_min: int = 2
-    choice_max: int = 10
-    prompt_style: Literal["thinking", "no_thinking"] = "thinking"
+    choice_fraction: float = 0.4  # CLS-RL: int(0.4 x classes) names listed, all under choice_min, at most choice_max
+    choice_min: int = 30
+    choice_max: int = 100
     # hf (datasets saved with save_to_disk, or parquet files)
     hf_split: str = "train"
     image_column: str = "image"

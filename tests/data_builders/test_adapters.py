@@ -63,38 +63,6 @@ def test_coco_detection_and_refs(tmp_path: Path) -> None:
     assert summary["items"] == 2
 
 
-def _coop(root: Path) -> Path:
-    for c, name in enumerate(["apple", "banana_split", "cherry", "date", "elder"]):
-        folder = root / "cls" / name
-        folder.mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(photo(32, 32, seed=c * 10 + i)).save(folder / f"{i}.jpg")
-    return root / "cls"
-
-
-def test_coop_kshot_base_new_and_choices(tmp_path: Path) -> None:
-    root = _coop(tmp_path)
-    args = ["source.kind=coop", f"source.path={root}", "source.num_shots=2", "source.choice_fraction=0.6"]
-    items = _items(*args)
-    assert len(items) == 10 and {i.answer for i in items} == {"apple", "banana split", "cherry", "date", "elder"}
-    for item in items:
-        assert item.task == "classification" and item.answer in item.choices and len(item.choices) == 3
-        assert ", ".join(item.choices) in item.question
-    assert [i.id for i in items] == [i.id for i in _items(*args)]  # seeded
-    assert [i.id for i in items] != [i.id for i in _items(*args, "seed=9")]
-    base = {i.answer for i in _items(*args, "source.classes=base")}
-    new = {i.answer for i in _items(*args, "source.classes=new")}
-    assert base == {"apple", "banana split", "cherry"} and new == {"date", "elder"}
-    (plain,) = _items(*args, "source.prompt_style=no_thinking", "source.limit=1")
-    assert plain.question.endswith("Answer with the class name only.")
-    split = {"train": [["apple/0.jpg", 0, "apple"], ["cherry/1.jpg", 2, "cherry"]], "val": [], "test": []}
-    (tmp_path / "split.json").write_text(json.dumps(split))
-    from_split = _items("source.kind=coop", f"source.path={root}", f"source.split_file={tmp_path / 'split.json'}")
-    assert [i.answer for i in from_split] == ["apple", "cherry"] and len(from_split[0].choices) == 2
-    summary = run_build(tmp_path / "out", *args, "variants.make=[positive]")
-    assert summary["variants"] == {"positive": 10}
-
-
 def test_hf_datasets_arrow_and_parquet(tmp_path: Path) -> None:
     import datasets
 
