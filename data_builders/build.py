@@ -90,7 +90,21 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 jobs = [pool.apply_async(run_shard, (i, shards[i])) for i in todo]
                 for job in jobs:
                     bar.update(job.get())
-    return manifest.merge(out, len(shards))
+    summary = manifest.merge(out, len(shards))
+    if summary["items"] == 0:
+        raise UserError(nothing_built(out, summary))
+    return summary
+
+
+def nothing_built(out: Path, summary: dict[str, Any]) -> str:
+    """The one line a build that wrote no item ends with: why, from the rejects."""
+    if not summary["rejects"]:
+        return f"nothing built: the source holds no items ({out / 'summary.json'})"
+    codes = ", ".join(f"{code} x{count}" for code, count in summary["reject_codes"].items())
+    first = manifest.first_reject(out)
+    return (
+        f"nothing built: all {summary['rejects']} records rejected ({codes}); first: {first} (see {out}/rejects.jsonl)"
+    )
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
