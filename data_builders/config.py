@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SourceKind = Literal["jsonl", "coco", "refcoco", "defacto", "defacto_bench", "coop", "vlm_r1", "hf", "synthetic"]
+SourceKind = Literal["jsonl", "coco", "defacto", "defacto_bench", "coop", "vlm_r1", "hf", "synthetic"]
 LocalizerKind = Literal["annotation", "ocr", "vlm", "saliency", "combine"]
 VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 
@@ -17,8 +17,8 @@ VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 @dataclass
 class SourceConfig:
     kind: SourceKind = "jsonl"
-    # jsonl, defacto_bench, vlm_r1: the JSON(L) file; coco: the annotations JSON or the dataset folder; refcoco: the
-    # folder holding refs(*).p and instances.json; defacto, coop: the dataset folder; hf: the dataset (docs/data.md)
+    # jsonl, defacto_bench, vlm_r1: the JSON(L) file; coco: the annotations JSON or the dataset folder;
+    # defacto, coop: the dataset folder; hf: the dataset (docs/data.md)
     path: str = ""
     limit: int = 0  # keep only the first N items (0: all)
     name: str = ""  # the manifest's `source` field (default: the kind)

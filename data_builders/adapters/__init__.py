@@ -15,7 +15,6 @@ from data_builders.records import Item, Reject, SynthImage
 _MODULES = {
     "jsonl": "jsonl",
     "coco": "coco",
-    "refcoco": "refcoco",
     "defacto": "defacto",
     "defacto_bench": "defacto_bench",
     "coop": "coop",

@@ -95,3 +95,33 @@ def test_synthetic_source_builds_train_and_heldout_splits(tmp_path: Path) -> Non
     train = {r["group_id"] for r in read_jsonl(tmp_path / "train" / "manifest.jsonl")}
     held = {r["group_id"] for r in read_jsonl(tmp_path / "heldout" / "manifest.jsonl")}
     assert len(train) == len(held) == 12 and not train & held
+
+
+def test_coco_release_layout_crowd_degenerate_and_plurals(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    Image.fromarray(photo(80, 60)).save(root / "val2017" / "000000000139.jpg")
+    data = {
+        "images": [{"id": 139, "file_name": "000000000139.jpg", "width": 80, "height": 60}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "wine glass"}, {"id": 3, "name": "bench"},
+                       {"id": 4, "name": "kite"}],
+        "annotations": [
+            {"id": 1, "image_id": 139, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 139, "category_id": 1, "bbox": [30, 5, 10, 10], "iscrowd": 0},
+            {"id": 3, "image_id": 139, "category_id": 2, "bbox": [50, 30, 10, 10], "iscrowd": 0},
+            {"id": 4, "image_id": 139, "category_id": 3, "bbox": [0, 40, 80, 20], "iscrowd": 1},
+            {"id": 5, "image_id": 139, "category_id": 4, "bbox": [60, 5, 0, 10], "iscrowd": 0},
+        ],
+    }  # fmt: skip
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    summary = run_build(tmp_path / "out", "source.kind=coco", f"source.path={root}", "variants.make=[positive]")
+    records = {r["group_id"]: r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl")}
+    assert summary["items"] == 2 and set(records) == {"139-1", "139-2"}
+    person = records["139-1"]
+    assert person["question"] == "How many people are there?" and person["answer"] == "2"
+    assert person["evidence"] == [[5.0, 5.0, 15.0, 15.0], [30.0, 5.0, 40.0, 15.0]]
+    assert person["distractors"] == [[50.0, 30.0, 60.0, 40.0]]  # the crowd and the degenerate box are no distractors
+    assert records["139-2"]["question"] == "How many wine glasses are there?"
+    rejects = {r["id"]: r["code"] for r in read_jsonl(tmp_path / "out" / "rejects.jsonl")}
+    assert rejects == {"139-3": "crowd", "139-4": "bad_box"}
