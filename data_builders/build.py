@@ -77,7 +77,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         raise UserError(f"--out {out} is a file, not a folder")
     entries = list(iter_items(cfg))
     if not entries:
-        raise UserError(f"the source ({cfg.source.kind}) holds no item: nothing to build")
+        raise UserError(f"nothing built: the source holds no items (source.kind {cfg.source.kind})")
     shards = [entries[i : i + cfg.shard_size] for i in range(0, len(entries), cfg.shard_size)]
     plan = {"fingerprint": fingerprint(cfg, [e.id for e in entries]), "shards": len(shards), "entries": len(entries)}
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,19 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 jobs = [pool.apply_async(run_shard, (i, shards[i])) for i in todo]
                 for job in jobs:
                     bar.update(job.get())
-    return manifest.merge(out, len(shards))
+    summary = manifest.merge(out, len(shards))
+    if summary["items"] == 0:
+        raise UserError(nothing_built(out, summary))
+    return summary
+
+
+def nothing_built(out: Path, summary: dict[str, Any]) -> str:
+    """The one line a build that wrote no item ends with: why, from the rejects."""
+    codes = ", ".join(f"{code} x{count}" for code, count in summary["reject_codes"].items())
+    first = manifest.first_reject(out)
+    return (
+        f"nothing built: all {summary['rejects']} records rejected ({codes}); first: {first} (see {out}/rejects.jsonl)"
+    )
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -137,9 +149,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str]) -> int:
     config_path, overrides = parse_args(argv)
     cfg = load_config(BuildConfig, config_path, overrides)
-    summary = build(cfg)
-    if not summary["items"]:
-        raise UserError(f"built 0 items in {cfg.out}: all {summary['rejects']} rejected (reasons in rejects.jsonl)")
+    summary = build(cfg)  # a build that writes nothing raises, naming why
     variants = ", ".join(f"{k} {v}" for k, v in summary["variants"].items()) or "none"
     print(f"built {cfg.out}: {summary['items']} items ({variants}); {summary['rejects']} rejects")
     return 0

@@ -11,7 +11,7 @@ from typing import Literal
 
 from mmrl.data.images import MAX_IMAGE_PIXELS
 
-SourceKind = Literal["jsonl", "coco", "defacto", "coop", "hf", "synthetic"]
+SourceKind = Literal["jsonl", "coco", "defacto", "defacto_bench", "coop", "vlm_r1", "hf", "synthetic"]
 LocalizerKind = Literal["annotation", "ocr", "vlm", "saliency", "combine"]
 VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 
@@ -19,24 +19,27 @@ VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 @dataclass
 class SourceConfig:
     kind: SourceKind = "jsonl"
-    path: str = ""  # jsonl: the file; coco: the annotations JSON; defacto/coop: the root folder; hf: the dataset
+    # jsonl, defacto_bench, vlm_r1: the JSON(L) file; coco: the annotations JSON or the dataset folder;
+    # defacto, coop: the dataset folder; hf: the dataset (docs/data.md)
+    path: str = ""
     limit: int = 0  # keep only the first N items (0: all)
     name: str = ""  # the manifest's `source` field (default: the kind)
+    image_root: str = ""  # jsonl, defacto_bench, vlm_r1: the folder image paths are relative to (default: the file's)
+    box_format: Literal["xyxy", "xywh"] = "xyxy"  # jsonl, defacto_bench, vlm_r1, hf: how the source stores boxes
     # coco
     images_dir: str = ""  # default: the annotation file's folder
     coco_mode: Literal["detection", "refs"] = "detection"
-    question_template: str = ""  # default per kind; coco: {category}, refs: {expression}
+    question_template: str = ""  # default per kind; coco: {category}, refs: {expression}, coop: {choices}
     # defacto
     regenerate: bool = False  # ignore the released smask/rmask images and make the variants here
-    # coop
-    split_file: str = ""  # CoOp's split_zhou_*.json (paths relative to `path`); empty: a folder per class
+    # coop (CoOp's datasets as CLS-RL uses them; data_builders/adapters/coop_layouts.py)
+    split_file: str = ""  # default: the split_zhou_*.json in `path`, if any (paths relative to the image folder)
     split: Literal["train", "val", "test"] = "train"
     num_shots: int = 4  # per class; -1: all
     classes: Literal["all", "base", "new"] = "all"  # CoOp's base-to-new split: first half of sorted labels is base
-    choice_fraction: float = 0.5  # of the classes listed in each prompt
-    choice_min: int = 2
-    choice_max: int = 10
-    prompt_style: Literal["thinking", "no_thinking"] = "thinking"
+    choice_fraction: float = 0.4  # CLS-RL: int(0.4 x classes) names listed, all under choice_min, at most choice_max
+    choice_min: int = 30
+    choice_max: int = 100
     # hf (datasets saved with save_to_disk, or parquet files)
     hf_split: str = "train"
     image_column: str = "image"
@@ -44,7 +47,6 @@ class SourceConfig:
     answer_column: str = "answer"
     aliases_column: str = ""
     boxes_column: str = ""
-    box_format: Literal["xyxy", "xywh"] = "xyxy"
     id_column: str = ""
     # synthetic
     num_items: int = 200

@@ -106,6 +106,13 @@ def merge(out: Path, count: int) -> dict[str, Any]:
     return summary
 
 
+def first_reject(out: Path) -> str:
+    """`id: reason` of the first line of rejects.jsonl."""
+    with open(out / "rejects.jsonl", encoding="utf-8") as handle:
+        record = json.loads(handle.readline())
+    return f"{record['id']}: {record['reason']}"
+
+
 def clear(out: Path) -> None:
     """Remove a previous build's results and images (overwrite=true)."""
     for name in ("manifest.jsonl", "rejects.jsonl", "summary.json"):

@@ -159,9 +159,13 @@ def make_variants(ready: Ready, found: Localized, writer: ShardWriter) -> None:
     meta = {**item.meta, **found.meta}
     if ready.clipped:
         meta["clipped_boxes"] = ready.clipped
+    # a source may list an evidence box among its distractors too (DeFacto's outside_boxes.txt can): evidence wins
+    found_distractors = [b for b in found.distractors if b not in found.evidence]
+    if len(found_distractors) < len(found.distractors):
+        meta["dropped_distractors"] = len(found.distractors) - len(found_distractors)
 
     def base() -> dict[str, Any]:
-        return {**meta, "_evidence": found.evidence, "_distractors": found.distractors}
+        return {**meta, "_evidence": found.evidence, "_distractors": found_distractors}
 
     copy_from = ready.loaded.copy_from if cfg.copy_positive else None
     image = writer.save(item.id, Variant.POSITIVE, t.pixels, copy_from, ready.loaded.suffix)
@@ -180,7 +184,7 @@ def make_variants(ready: Ready, found: Localized, writer: ShardWriter) -> None:
         if variant is Variant.COUNTERFACTUAL:
             boxes = evidence
         else:
-            distractors = [snap(b, t.size) for b in found.distractors]
+            distractors = [snap(b, t.size) for b in found_distractors]
             try:
                 boxes = place_random(evidence, distractors, t.size, cfg.variants, np.random.default_rng(seed))
             except ItemError as err:

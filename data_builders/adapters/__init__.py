@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from data_builders.adapters import coco, coop, defacto, hf, jsonl, synthetic
+from data_builders.adapters import coco, coop, defacto, defacto_bench, hf, jsonl, synthetic, vlm_r1
 from data_builders.config import BuildConfig
 from data_builders.records import Item, Reject, SynthImage
 
@@ -16,7 +16,9 @@ READERS: dict[str, Callable[[BuildConfig], Iterator[Item | Reject]]] = {
     "jsonl": jsonl.read,
     "coco": coco.read,
     "defacto": defacto.read,
+    "defacto_bench": defacto_bench.read,
     "coop": coop.read,
+    "vlm_r1": vlm_r1.read,
     "hf": hf.read,
     "synthetic": synthetic.read,
 }

@@ -1,11 +1,15 @@
 """COCO-style annotations: `images`, `annotations` (bbox [x, y, w, h] in pixels), `categories`; and for
 referring expressions (RefCOCO-like) a `refs` list: {"ref_id", "ann_id", "sentences": [{"sent": "..."}]}.
 
-- `coco_mode=detection`: one item per (image, category present): "How many {category} are there?"; evidence is
-  every box of that category, distractors the other boxes of the image;
+- `coco_mode=detection`: one item per (image, category present): "How many {plural} are there?"; evidence is
+  every box of that category, distractors the other boxes of the image. `iscrowd` regions are never instances nor
+  evidence: an (image, category) with a crowd region has no true count and is rejected (`crowd`); a degenerate box
+  (zero or negative width or height) rejects only its own (image, category) item and is no one's distractor;
 - `coco_mode=refs`: one item per expression; evidence is the referred box, answer its category, task "grounding".
 
-Images are read from `source.images_dir` (default: the annotation file's folder) by `file_name`.
+`source.path` is the annotation file, or COCO's dataset folder (`annotations/instances_<split>.json`, found when
+there is one). Images are read from `source.images_dir` by `file_name`; by default COCO's image folder beside
+`annotations/` (`<root>/<split>/`, e.g. train2017) when it exists, else the annotation file's folder.
 """
 
 from __future__ import annotations
@@ -42,11 +46,52 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
+PLURALS = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
+           "scissors": "scissors", "broccoli": "broccoli", "bus": "buses"}  # fmt: skip
+
+
+def plural(noun: str) -> str:
+    """COCO's category names in the plural (the last word inflects).
+
+    >>> [plural(n) for n in ("person", "wine glass", "bench", "teddy bear", "knife", "skis", "cell phone")]
+    ['people', 'wine glasses', 'benches', 'teddy bears', 'knives', 'skis', 'cell phones']
+    """
+    head, _, last = noun.rpartition(" ")
+    if last in PLURALS:
+        word = PLURALS[last]
+    elif last.endswith(("s", "x", "z", "ch", "sh")):
+        word = last + "es"
+    elif last.endswith("y") and last[-2:-1] not in "aeiou":
+        word = last[:-1] + "ies"
+    else:
+        word = last + "s"
+    return f"{head} {word}" if head else word
+
+
+def _degenerate(ann: dict[str, Any]) -> bool:
+    bbox = ann.get("bbox")
+    return not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0)
+
+
+def _locate(src: Any) -> tuple[Path, str]:
+    path = Path(src.path)
+    if path.is_dir():
+        found = sorted((path / "annotations").glob("instances_*.json")) or sorted(path.glob("instances_*.json"))
+        if len(found) != 1:
+            names = ", ".join(p.name for p in found) or "none"
+            raise UserError(f"{path}: expected one annotations/instances_*.json (found {names}); name the file")
+        path = found[0]
+    if src.images_dir:
+        return path, src.images_dir
+    split = path.stem.removeprefix("instances_")
+    beside = path.parent.parent / split
+    return path, str(beside if path.parent.name == "annotations" and beside.is_dir() else path.parent)
+
+
 def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
     src = cfg.source
-    path = Path(src.path)
+    path, root = _locate(src)
     data = _load(path)
-    root = str(Path(src.images_dir) if src.images_dir else path.parent)
     source = src.name or path.stem
     images = {img["id"]: img for img in data["images"]}
     categories = {c["id"]: c["name"] for c in data.get("categories", [])}
@@ -56,22 +101,31 @@ def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
         by_image[ann["image_id"]].append(ann)
         annotations[ann["id"]] = ann
     if src.coco_mode == "detection":
-        template = src.question_template or "How many {category} are there?"
+        template = src.question_template or "How many {plural} are there?"
         for image_id in sorted(images, key=str):
             anns = by_image.get(image_id, [])
+            usable = [a for a in anns if not a.get("iscrowd") and not _degenerate(a)]
             for cat_id in sorted({a["category_id"] for a in anns}, key=str):
                 name = categories.get(cat_id, str(cat_id))
-                mine = [_xyxy(a.get("bbox")) for a in anns if a["category_id"] == cat_id]
+                item_id = f"{image_id}-{cat_id}"
+                mine = [a for a in anns if a["category_id"] == cat_id]
+                if any(a.get("iscrowd") for a in mine):
+                    yield Reject(item_id, "crowd", f"{name}: a crowd region (iscrowd=1) leaves the count undefined")
+                    continue
+                bad = [a for a in mine if _degenerate(a)]
+                if bad:
+                    yield Reject(item_id, "bad_box", f"annotation {bad[0]['id']}: degenerate bbox {bad[0].get('bbox')}")
+                    continue
                 count = len(mine)
                 yield Item(
-                    id=f"{image_id}-{cat_id}",
+                    id=item_id,
                     source=source,
                     image=FileImage(images[image_id]["file_name"], root),
-                    question=template.format(category=name),
+                    question=template.format(category=name, plural=plural(name)),
                     answer=str(count),
                     aliases=(NUMBER_WORDS[count],) if count < len(NUMBER_WORDS) else (),
-                    boxes=mine,
-                    distractors=[_xyxy(a.get("bbox")) for a in anns if a["category_id"] != cat_id],
+                    boxes=[_xyxy(a["bbox"]) for a in mine],
+                    distractors=[_xyxy(a["bbox"]) for a in usable if a["category_id"] != cat_id],
                     meta={"image_id": image_id, "category": name},
                 )
         return
@@ -82,8 +136,15 @@ def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
         if ann is None or ann["image_id"] not in images:
             yield Reject(rid, "bad_record", f"ref {ref.get('ref_id')} names an unknown annotation or image")
             continue
-        sentences = [s.get("sent", "") if isinstance(s, dict) else str(s) for s in ref.get("sentences", [])]
-        others = [_xyxy(a.get("bbox")) for a in by_image[ann["image_id"]] if a["id"] != ann["id"]]
+        # RefCOCO keeps the sentence as typed in "raw" and a lower-cased, tokenised copy in "sent": ask with the raw one
+        sentences = [
+            s.get("raw", s.get("sent", "")) if isinstance(s, dict) else str(s) for s in ref.get("sentences", [])
+        ]
+        others = [
+            _xyxy(a["bbox"])
+            for a in by_image[ann["image_id"]]
+            if a["id"] != ann["id"] and not a.get("iscrowd") and not _degenerate(a)
+        ]
         for k, sentence in enumerate(sentences):
             yield Item(
                 id=f"{rid}-{k}",

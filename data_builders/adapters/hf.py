@@ -1,8 +1,11 @@
 """Hugging Face `datasets` on disk: a `save_to_disk` folder (arrow) or parquet file(s), with an image column.
 
 Columns are named in the config (`image_column`, `question_column`, `answer_column`, optional `aliases_column`,
-`boxes_column` in `box_format`, `id_column`). Text columns are read here; images stay in the dataset until a worker
-opens its rows (`open_dataset` caches one handle per process; arrow is memory-mapped, nothing is copied).
+`boxes_column` in `box_format`, `id_column`; `question_id` is the id when the dataset has that column and `id_column`
+is unset). VQAv2-style `answers` columns (a list of strings or of {answer, answer_confidence, answer_id}) keep the
+ten human answers with their repeats; an `<answer>` tag in the answer column is parsed. Text columns are read here;
+images stay in the dataset until a worker opens its rows (`open_dataset` caches one handle per process; arrow is
+memory-mapped, nothing is copied).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from data_builders.adapters.common import parse_solution, to_xyxy, vqa_answers
 from data_builders.config import BuildConfig
 from data_builders.records import HFImage, Item, Reject
 from mmrl.errors import UserError
@@ -60,34 +64,51 @@ def image_column(path: str, split: str, column: str) -> Any:
 def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
     src = cfg.source
     dataset = open_dataset(src.path, src.hf_split)
-    wanted = [src.image_column, src.question_column, src.answer_column]
-    wanted += [c for c in (src.aliases_column, src.boxes_column, src.id_column) if c]
+    answer_column = src.answer_column
+    if answer_column == "answer" and "answer" not in dataset.column_names and "answers" in dataset.column_names:
+        answer_column = "answers"  # VQAv2's ten human answers
+    wanted = [src.image_column, src.question_column, answer_column]
+    id_column = src.id_column or ("question_id" if "question_id" in dataset.column_names else "")
+    wanted += [c for c in (src.aliases_column, src.boxes_column, id_column) if c]
     missing = [c for c in wanted if c not in dataset.column_names]
     if missing:
         raise UserError(f"{src.path}: no column {missing[0]!r} (columns: {', '.join(dataset.column_names)})")
     text = dataset.select_columns([c for c in wanted if c != src.image_column])
     source = src.name or Path(src.path).stem
     for index, row in enumerate(text):
-        item_id = str(row[src.id_column]) if src.id_column else f"{source}-{index:06d}"
-        question, answer = row[src.question_column], row[src.answer_column]
-        if isinstance(answer, list):  # VQA-style answer lists: the first is the answer
-            answer, aliases = (str(answer[0]) if answer else ""), tuple(str(a) for a in answer[1:])
-        else:
-            aliases = ()
-        if src.aliases_column:
-            aliases += tuple(str(a) for a in row[src.aliases_column] or [])
-        if not isinstance(question, str) or not isinstance(answer, str):
-            yield Reject(item_id, "bad_record", f"row {index}: question and answer must be strings")
+        item_id = str(row[id_column]) if id_column else f"{source}-{index:06d}"
+        try:
+            question, answer, aliases = _texts(row, src, answer_column)
+        except ValueError as err:
+            yield Reject(item_id, "bad_record", f"row {index}: {err}")
             continue
         boxes = row[src.boxes_column] if src.boxes_column else None
-        if boxes is not None and src.box_format == "xywh":
-            boxes = [[b[0], b[1], b[0] + b[2], b[1] + b[3]] if len(b) == 4 else b for b in boxes]
         yield Item(
             id=item_id,
             source=source,
             image=HFImage(src.path, src.hf_split, index, src.image_column),
-            question=question,
+            question=question.strip(),
             answer=answer,
-            aliases=tuple(a for a in dict.fromkeys(aliases) if a != answer),
-            boxes=boxes,
+            aliases=aliases,
+            boxes=to_xyxy(boxes, src.box_format),
         )
+
+
+def _texts(row: dict[str, Any], src: Any, answer_column: str) -> tuple[str, str, tuple[str, ...]]:
+    """(question, answer, aliases) of a row; VQA answer lists keep their repeats (the soft score counts them)."""
+    question, answer = row[src.question_column], row[answer_column]
+    if isinstance(answer, dict) and isinstance(answer.get("answer"), list):
+        answer = answer["answer"]  # a Sequence-of-struct feature reads as a dict of columns
+    if not isinstance(question, str):
+        raise ValueError(f"the question column {src.question_column!r} must hold text")
+    if isinstance(answer, list):  # VQAv2: ten human answers, strings or {answer, answer_confidence, answer_id}
+        answer, aliases = vqa_answers(answer)
+    elif isinstance(answer, str) and "<answer>" in answer.lower():  # R1-V / CLS-RL `solution` strings
+        answer, aliases = parse_solution(answer)[0], ()
+    elif isinstance(answer, str | int | float) and not isinstance(answer, bool):
+        answer, aliases = str(answer).strip(), ()
+    else:
+        raise ValueError(f"the answer column {answer_column!r} must hold text, a number or a list of answers")
+    if src.aliases_column:
+        aliases += tuple(str(a) for a in row[src.aliases_column] or [])
+    return question, answer, aliases

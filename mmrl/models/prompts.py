@@ -40,7 +40,7 @@ def question_text(sample: Sample, template: str) -> str:
     if template not in INSTRUCTIONS:
         raise ValueError(f"unknown template {template!r} (valid: {', '.join(INSTRUCTIONS)})")
     parts = [sample.question.strip()]
-    if sample.choices:
+    if sample.choices and not sample.meta.get("choices_in_question"):  # CLS-RL's questions list them already
         parts.append(f"{CHOICES_INTRO} {', '.join(sample.choices)}. {CHOICES_INSTRUCTION}")
     parts.append(INSTRUCTIONS[template])
     return " ".join(parts)

@@ -22,7 +22,7 @@ def test_vqa_jsonl_with_answer_lists(tmp_path: Path, vqa_dir: Path) -> None:
     rows = [{"image": "img0.png", "question": "How many?", "answers": ["2", "two", "2"], "boxes": [[1, 1, 9, 9]]}]
     (vqa_dir / "vqa.jsonl").write_text(json.dumps(rows[0]) + "\n")
     (item,) = _items(f"source.path={vqa_dir / 'vqa.jsonl'}")
-    assert item.id == "vqa-000001" and item.answer == "2" and item.aliases == ("two",)
+    assert item.id == "vqa-000001" and item.answer == "2" and item.aliases == ("two", "2")  # repeats kept
     run_build(tmp_path / "out", f"source.path={vqa_dir / 'train.jsonl'}")
     records = read_jsonl(tmp_path / "out" / "manifest.jsonl")
     assert [r["variant"] for r in records[:3]] == ["positive", "counterfactual", "random_masked"]
@@ -63,66 +63,6 @@ def test_coco_detection_and_refs(tmp_path: Path) -> None:
     assert summary["items"] == 2
 
 
-def _defacto(root: Path) -> Path:
-    sample = root / "defacto" / "s001"
-    sample.mkdir(parents=True)
-    pixels = photo(64, 48)
-    Image.fromarray(pixels).save(sample / "original.png")
-    masked = pixels.copy()
-    masked[10:20, 10:30] = 0
-    Image.fromarray(masked).save(sample / "smask.png")
-    (sample / "boxes.txt").write_text("# x1 y1 x2 y2\n10 10 30 20\n")
-    (sample / "outside_boxes.txt").write_text("40, 30, 60, 45\n")
-    (sample / "question.txt").write_text("What is on the sign?\n")
-    (sample / "answer.txt").write_text("stop\nSTOP sign\n")
-    return root / "defacto"
-
-
-def test_defacto_layout_imported_as_is(tmp_path: Path) -> None:
-    root = _defacto(tmp_path)
-    run_build(tmp_path / "out", "source.kind=defacto", f"source.path={root}")
-    by_variant = {r["variant"]: r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl")}
-    cf = by_variant["counterfactual"]
-    assert cf["meta"]["prebuilt"] and cf["masked"] == [[10.0, 10.0, 30.0, 20.0]] and cf["answer"] == "unknown"
-    shipped = Image.open(root / "s001" / "smask.png").tobytes()
-    assert Image.open(tmp_path / "out" / cf["image"]).tobytes() == shipped
-    assert by_variant["positive"]["answer_aliases"] == ["STOP sign"]
-    assert by_variant["positive"]["distractors"] == [[40.0, 30.0, 60.0, 45.0]]
-    assert "random_masked" in by_variant  # no rmask shipped: made here
-
-
-def _coop(root: Path) -> Path:
-    for c, name in enumerate(["apple", "banana_split", "cherry", "date", "elder"]):
-        folder = root / "cls" / name
-        folder.mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(photo(32, 32, seed=c * 10 + i)).save(folder / f"{i}.jpg")
-    return root / "cls"
-
-
-def test_coop_kshot_base_new_and_choices(tmp_path: Path) -> None:
-    root = _coop(tmp_path)
-    args = ["source.kind=coop", f"source.path={root}", "source.num_shots=2", "source.choice_fraction=0.6"]
-    items = _items(*args)
-    assert len(items) == 10 and {i.answer for i in items} == {"apple", "banana split", "cherry", "date", "elder"}
-    for item in items:
-        assert item.task == "classification" and item.answer in item.choices and len(item.choices) == 3
-        assert ", ".join(item.choices) in item.question
-    assert [i.id for i in items] == [i.id for i in _items(*args)]  # seeded
-    assert [i.id for i in items] != [i.id for i in _items(*args, "seed=9")]
-    base = {i.answer for i in _items(*args, "source.classes=base")}
-    new = {i.answer for i in _items(*args, "source.classes=new")}
-    assert base == {"apple", "banana split", "cherry"} and new == {"date", "elder"}
-    (plain,) = _items(*args, "source.prompt_style=no_thinking", "source.limit=1")
-    assert plain.question.endswith("Answer with the class name only.")
-    split = {"train": [["apple/0.jpg", 0, "apple"], ["cherry/1.jpg", 2, "cherry"]], "val": [], "test": []}
-    (tmp_path / "split.json").write_text(json.dumps(split))
-    from_split = _items("source.kind=coop", f"source.path={root}", f"source.split_file={tmp_path / 'split.json'}")
-    assert [i.answer for i in from_split] == ["apple", "cherry"] and len(from_split[0].choices) == 2
-    summary = run_build(tmp_path / "out", *args, "variants.make=[positive]")
-    assert summary["variants"] == {"positive": 10}
-
-
 def test_hf_datasets_arrow_and_parquet(tmp_path: Path) -> None:
     import datasets
 
@@ -155,3 +95,33 @@ def test_synthetic_source_builds_train_and_heldout_splits(tmp_path: Path) -> Non
     train = {r["group_id"] for r in read_jsonl(tmp_path / "train" / "manifest.jsonl")}
     held = {r["group_id"] for r in read_jsonl(tmp_path / "heldout" / "manifest.jsonl")}
     assert len(train) == len(held) == 12 and not train & held
+
+
+def test_coco_release_layout_crowd_degenerate_and_plurals(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    Image.fromarray(photo(80, 60)).save(root / "val2017" / "000000000139.jpg")
+    data = {
+        "images": [{"id": 139, "file_name": "000000000139.jpg", "width": 80, "height": 60}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "wine glass"}, {"id": 3, "name": "bench"},
+                       {"id": 4, "name": "kite"}],
+        "annotations": [
+            {"id": 1, "image_id": 139, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 139, "category_id": 1, "bbox": [30, 5, 10, 10], "iscrowd": 0},
+            {"id": 3, "image_id": 139, "category_id": 2, "bbox": [50, 30, 10, 10], "iscrowd": 0},
+            {"id": 4, "image_id": 139, "category_id": 3, "bbox": [0, 40, 80, 20], "iscrowd": 1},
+            {"id": 5, "image_id": 139, "category_id": 4, "bbox": [60, 5, 0, 10], "iscrowd": 0},
+        ],
+    }  # fmt: skip
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    summary = run_build(tmp_path / "out", "source.kind=coco", f"source.path={root}", "variants.make=[positive]")
+    records = {r["group_id"]: r for r in read_jsonl(tmp_path / "out" / "manifest.jsonl")}
+    assert summary["items"] == 2 and set(records) == {"139-1", "139-2"}
+    person = records["139-1"]
+    assert person["question"] == "How many people are there?" and person["answer"] == "2"
+    assert person["evidence"] == [[5.0, 5.0, 15.0, 15.0], [30.0, 5.0, 40.0, 15.0]]
+    assert person["distractors"] == [[50.0, 30.0, 60.0, 40.0]]  # the crowd and the degenerate box are no distractors
+    assert records["139-2"]["question"] == "How many wine glasses are there?"
+    rejects = {r["id"]: r["code"] for r in read_jsonl(tmp_path / "out" / "rejects.jsonl")}
+    assert rejects == {"139-3": "crowd", "139-4": "bad_box"}
