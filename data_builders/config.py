@@ -11,7 +11,7 @@ from typing import Literal
 
 from mmrl.data.images import MAX_IMAGE_PIXELS
 
-SourceKind = Literal["jsonl", "coco", "defacto", "defacto_bench", "coop", "vlm_r1", "hf", "synthetic"]
+SourceKind = Literal["jsonl", "coco", "refcoco", "defacto", "defacto_bench", "coop", "vlm_r1", "hf", "synthetic"]
 LocalizerKind = Literal["annotation", "ocr", "vlm", "saliency", "combine"]
 VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 
@@ -20,21 +20,23 @@ VARIANT_NAMES = ("positive", "counterfactual", "random_masked")
 class SourceConfig:
     kind: SourceKind = "jsonl"
     # jsonl, defacto_bench, vlm_r1: the JSON(L) file; coco: the annotations JSON or the dataset folder;
-    # defacto, coop: the dataset folder; hf: the dataset (docs/data.md)
+    # defacto, coop, refcoco: the dataset folder; hf: the dataset (docs/data.md)
     path: str = ""
     limit: int = 0  # keep only the first N items (0: all)
     name: str = ""  # the manifest's `source` field (default: the kind)
     image_root: str = ""  # jsonl, defacto_bench, vlm_r1: the folder image paths are relative to (default: the file's)
     box_format: Literal["xyxy", "xywh"] = "xyxy"  # jsonl, defacto_bench, vlm_r1, hf: how the source stores boxes
     # coco
-    images_dir: str = ""  # default: the annotation file's folder
+    images_dir: str = ""  # default: the annotation file's folder; refcoco: COCO's train2014 beside the dataset
     coco_mode: Literal["detection", "refs"] = "detection"
     question_template: str = ""  # default per kind; coco: {category}, refs: {expression}, coop: {choices}
+    # refcoco: which refs(<split_by>).p (default: the only one, else refcoco/refcoco+ unc, refcocog umd)
+    split_by: Literal["", "unc", "umd", "google"] = ""
     # defacto
     regenerate: bool = False  # ignore the released smask/rmask images and make the variants here
     # coop (CoOp's datasets as CLS-RL uses them; data_builders/adapters/coop_layouts.py)
     split_file: str = ""  # default: the split_zhou_*.json in `path`, if any (paths relative to the image folder)
-    split: Literal["train", "val", "test"] = "train"
+    split: Literal["train", "val", "test", "testA", "testB"] = "train"  # coop and refcoco (testA/testB: refcoco)
     num_shots: int = 4  # per class; -1: all
     classes: Literal["all", "base", "new"] = "all"  # CoOp's base-to-new split: first half of sorted labels is base
     choice_fraction: float = 0.4  # CLS-RL: int(0.4 x classes) names listed, all under choice_min, at most choice_max
@@ -66,6 +68,8 @@ class SourceConfig:
             raise ValueError("source.limit and source.num_items must be >= 0")
         if not 0.0 < self.choice_fraction <= 1.0 or self.choice_min < 1 or self.choice_max < self.choice_min:
             raise ValueError("source.choice_fraction must be in (0, 1] and 1 <= choice_min <= choice_max")
+        if self.kind == "coop" and self.split not in ("train", "val", "test"):
+            raise ValueError(f"source.split={self.split} is RefCOCO's; coop splits are train, val, test")
         valid = ("color", "count", "position", "existence")
         for q in self.questions:
             if q not in valid:

@@ -13,6 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps
@@ -28,6 +29,7 @@ class Loaded:
     pixels: np.ndarray  # (H, W, 3) uint8, C-contiguous
     copy_from: str | None = None  # a file holding exactly these pixels, for storing the positive without re-encoding
     suffix: str = ""
+    orientation: int = 1  # the file's EXIF orientation (1: upright as stored); the pixels are already turned upright
 
 
 def resolve_inside(ref: FileImage) -> Path:
@@ -80,7 +82,60 @@ def decode(data: bytes, max_pixels: int, name: str) -> Loaded:
     reusable = (
         image.mode == "RGB" and fmt in _COPYABLE and orientation in (1, None) and "transparency" not in image.info
     )
-    return Loaded(pixels, "" if reusable else None, _COPYABLE.get(fmt, ""))
+    turn = orientation if isinstance(orientation, int) and orientation in _STORED_TO_UPRIGHT else 1
+    return Loaded(pixels, "" if reusable else None, _COPYABLE.get(fmt, ""), turn)
+
+
+# where a point (x, y) of the stored W x H pixels lands in the upright image, for each EXIF orientation: the turns
+# ImageOps.exif_transpose makes (2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse,
+# 8 rotate 90 counter-clockwise); tests/data_builders/test_exif.py checks each against Pillow's own pixels
+_STORED_TO_UPRIGHT = {
+    1: lambda x, y, w, h: (x, y),
+    2: lambda x, y, w, h: (w - x, y),
+    3: lambda x, y, w, h: (w - x, h - y),
+    4: lambda x, y, w, h: (x, h - y),
+    5: lambda x, y, w, h: (y, x),
+    6: lambda x, y, w, h: (h - y, x),
+    7: lambda x, y, w, h: (h - y, w - x),
+    8: lambda x, y, w, h: (y, w - x),
+}
+
+
+def upright_boxes(boxes: list[Any] | None, orientation: int, upright: tuple[int, int], frame: tuple[int, int] | None,
+                  name: str) -> list[Any] | None:  # fmt: skip
+    """Boxes drawn on an EXIF-tagged file, in the upright image the builder stores.
+
+    `frame` is the (width, height) the source says its boxes were drawn on (COCO's images entry). It equals the
+    stored size when the annotation tool showed the pixels as stored (browsers ignored the tag on images until
+    2020, when COCO and RefCOCO had long been annotated; cv2 with IGNORE_ORIENTATION, kwcoco), the upright size when
+    it applied the tag (browsers since 2020, Label Studio, VIA): the first are turned, the second kept. When both
+    sizes match (orientations 2-4, square images) the stored frame is assumed, as for COCO. Neither:
+    `size_mismatch`. Malformed boxes pass through for `clean_boxes` to judge.
+
+    >>> upright_boxes([[10, 8, 30, 28]], 6, (64, 96), (96, 64), "a.jpg")  # stored 96x64, turned 90 deg clockwise
+    [[36, 10, 56, 30]]
+    """
+    if orientation == 1 or frame is None or not boxes:
+        return boxes
+    swap = orientation >= 5
+    stored = (upright[1], upright[0]) if swap else upright
+    if tuple(frame) != stored:
+        if tuple(frame) == upright:
+            return boxes
+        raise ItemError(
+            "size_mismatch",
+            f"{name}: the annotation says {frame[0]}x{frame[1]}, the file is {stored[0]}x{stored[1]} stored "
+            f"(EXIF orientation {orientation}: {upright[0]}x{upright[1]} upright)",
+        )
+    turn = _STORED_TO_UPRIGHT[orientation]
+    out: list[Any] = []
+    for box in boxes:
+        if isinstance(box, list | tuple) and len(box) == 4 and all(isinstance(v, int | float) for v in box):
+            (ax, ay), (bx, by) = turn(box[0], box[1], *stored), turn(box[2], box[3], *stored)
+            out.append([min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)])
+        else:
+            out.append(box)
+    return out
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:

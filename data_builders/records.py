@@ -60,6 +60,9 @@ class Item:
     task: str = "vqa"
     meta: dict[str, Any] = field(default_factory=dict)
     prebuilt: dict[str, Prebuilt] = field(default_factory=dict)
+    # (width, height) of the image the boxes were drawn on, when the source says (COCO's images entry): tells an
+    # EXIF-rotated file's stored frame from its upright one (data_builders.images.upright_boxes)
+    box_frame: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from data_builders.adapters.hf import image_column
 from data_builders.config import BuildConfig
-from data_builders.images import Loaded, decode, encode, load_file, write_atomic
+from data_builders.images import Loaded, decode, encode, load_file, upright_boxes, write_atomic
 from data_builders.localize import Localized, Localizer, Target, make_localizer
 from data_builders.manifest import write_shard
 from data_builders.records import FileImage, HFImage, Item, ItemError, Reject, SynthImage, clean_boxes, stable_seed
@@ -91,8 +91,11 @@ def open_image(item: Item, cfg: BuildConfig) -> tuple[Item, Loaded]:
 def prepare(item: Item, cfg: BuildConfig) -> Ready:
     item, loaded = open_image(item, cfg)
     size = (loaded.pixels.shape[1], loaded.pixels.shape[0])
-    boxes, clipped = clean_boxes(item.boxes, size, "evidence")
-    distractors, clipped_d = clean_boxes(item.distractors, size, "distractor")
+    name = getattr(item.image, "path", item.id)
+    raw = upright_boxes(item.boxes, loaded.orientation, size, item.box_frame, name)
+    raw_d = upright_boxes(item.distractors, loaded.orientation, size, item.box_frame, name)
+    boxes, clipped = clean_boxes(raw, size, "evidence")
+    distractors, clipped_d = clean_boxes(raw_d, size, "distractor")
     return Ready(Target(item, loaded.pixels, boxes, distractors), loaded, clipped + clipped_d)
 
 

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from data_builders.adapters import coco, coop, defacto, defacto_bench, hf, jsonl, synthetic, vlm_r1
+from data_builders.adapters import coco, coop, defacto, defacto_bench, hf, jsonl, refcoco, synthetic, vlm_r1
 from data_builders.config import BuildConfig
 from data_builders.records import Item, Reject, SynthImage
 
+
+def _coco(cfg: BuildConfig) -> Iterator[Item | Reject]:
+    return refcoco.read(cfg) if cfg.source.coco_mode == "refs" else coco.read(cfg)
+
+
 READERS: dict[str, Callable[[BuildConfig], Iterator[Item | Reject]]] = {
     "jsonl": jsonl.read,
-    "coco": coco.read,
+    "coco": _coco,
+    "refcoco": refcoco.read,
     "defacto": defacto.read,
     "defacto_bench": defacto_bench.read,
     "coop": coop.read,

@@ -1,11 +1,10 @@
-"""COCO-style annotations: `images`, `annotations` (bbox [x, y, w, h] in pixels), `categories`; and for
-referring expressions (RefCOCO-like) a `refs` list: {"ref_id", "ann_id", "sentences": [{"sent": "..."}]}.
+"""COCO-style annotations: `images`, `annotations` (bbox [x, y, w, h] in pixels), `categories`. Referring
+expressions (`coco_mode=refs`, and the RefCOCO release) are read by `data_builders.adapters.refcoco` with these helpers.
 
 - `coco_mode=detection`: one item per (image, category present): "How many {plural} are there?"; evidence is
   every box of that category, distractors the other boxes of the image. `iscrowd` regions are never instances nor
   evidence: an (image, category) with a crowd region has no true count and is rejected (`crowd`); a degenerate box
   (zero or negative width or height) rejects only its own (image, category) item and is no one's distractor;
-- `coco_mode=refs`: one item per expression; evidence is the referred box, answer its category, task "grounding".
 
 `source.path` is the annotation file, or COCO's dataset folder (`annotations/instances_<split>.json`, found when
 there is one). Images are read from `source.images_dir` by `file_name`; by default COCO's image folder beside
@@ -17,6 +16,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,14 @@ from mmrl.errors import UserError
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
-def _xyxy(bbox: Any) -> Any:
+def xyxy(bbox: Any) -> Any:
     # conversion only; clean_boxes in the worker judges the result (zero or negative w/h -> rejected)
     if isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox):
         return [bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]]
     return bbox
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_instances(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"annotation file not found: {path}")
     try:
@@ -68,12 +68,53 @@ def plural(noun: str) -> str:
     return f"{head} {word}" if head else word
 
 
-def _degenerate(ann: dict[str, Any]) -> bool:
+def degenerate(ann: dict[str, Any]) -> bool:
     bbox = ann.get("bbox")
     return not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0)
 
 
-def _locate(src: Any) -> tuple[Path, str]:
+@dataclass
+class Instances:
+    """An instances JSON indexed the way pycocotools' COCO.createIndex does (by id, annotations by image); a few
+    lines here because pycocotools is only a test extra of mmrl and prints to stdout while it indexes."""
+
+    images: dict[Any, dict[str, Any]]
+    annotations: dict[Any, dict[str, Any]]
+    categories: dict[Any, str]
+    by_image: dict[Any, list[dict[str, Any]]]
+
+    @classmethod
+    def index(cls, data: dict[str, Any]) -> Instances:
+        by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for ann in data.get("annotations", []):
+            by_image[ann["image_id"]].append(ann)
+        return cls(
+            images={img["id"]: img for img in data["images"]},
+            annotations={ann["id"]: ann for ann in data.get("annotations", [])},
+            categories={c["id"]: c["name"] for c in data.get("categories", [])},
+            by_image=by_image,
+        )
+
+    def category(self, cat_id: Any) -> str:
+        return self.categories.get(cat_id, str(cat_id))
+
+    def others(self, ann: dict[str, Any]) -> list[Any]:
+        """The boxes of the image's other instances that can be distractors: not crowd, not degenerate."""
+        return [
+            xyxy(a["bbox"])
+            for a in self.by_image[ann["image_id"]]
+            if a["id"] != ann["id"] and not a.get("iscrowd") and not degenerate(a)
+        ]
+
+    def frame(self, image_id: Any) -> tuple[int, int] | None:
+        """The (width, height) the boxes were drawn on: the images entry's, which tells an EXIF-rotated file's stored
+        frame from its upright one (data_builders.images.upright_boxes)."""
+        img = self.images[image_id]
+        w, h = img.get("width"), img.get("height")
+        return (w, h) if isinstance(w, int) and isinstance(h, int) else None
+
+
+def locate(src: Any) -> tuple[Path, str]:
     path = Path(src.path)
     if path.is_dir():
         found = sorted((path / "annotations").glob("instances_*.json")) or sorted(path.glob("instances_*.json"))
@@ -90,70 +131,35 @@ def _locate(src: Any) -> tuple[Path, str]:
 
 def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
     src = cfg.source
-    path, root = _locate(src)
-    data = _load(path)
+    path, root = locate(src)
+    data = load_instances(path)
     source = src.name or path.stem
-    images = {img["id"]: img for img in data["images"]}
-    categories = {c["id"]: c["name"] for c in data.get("categories", [])}
-    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    annotations = {}
-    for ann in data.get("annotations", []):
-        by_image[ann["image_id"]].append(ann)
-        annotations[ann["id"]] = ann
-    if src.coco_mode == "detection":
-        template = src.question_template or "How many {plural} are there?"
-        for image_id in sorted(images, key=str):
-            anns = by_image.get(image_id, [])
-            usable = [a for a in anns if not a.get("iscrowd") and not _degenerate(a)]
-            for cat_id in sorted({a["category_id"] for a in anns}, key=str):
-                name = categories.get(cat_id, str(cat_id))
-                item_id = f"{image_id}-{cat_id}"
-                mine = [a for a in anns if a["category_id"] == cat_id]
-                if any(a.get("iscrowd") for a in mine):
-                    yield Reject(item_id, "crowd", f"{name}: a crowd region (iscrowd=1) leaves the count undefined")
-                    continue
-                bad = [a for a in mine if _degenerate(a)]
-                if bad:
-                    yield Reject(item_id, "bad_box", f"annotation {bad[0]['id']}: degenerate bbox {bad[0].get('bbox')}")
-                    continue
-                count = len(mine)
-                yield Item(
-                    id=item_id,
-                    source=source,
-                    image=FileImage(images[image_id]["file_name"], root),
-                    question=template.format(category=name, plural=plural(name)),
-                    answer=str(count),
-                    aliases=(NUMBER_WORDS[count],) if count < len(NUMBER_WORDS) else (),
-                    boxes=[_xyxy(a["bbox"]) for a in mine],
-                    distractors=[_xyxy(a["bbox"]) for a in usable if a["category_id"] != cat_id],
-                    meta={"image_id": image_id, "category": name},
-                )
-        return
-    template = src.question_template or 'Which object does "{expression}" refer to? Answer with its category.'
-    for ref in data.get("refs", []):
-        ann = annotations.get(ref.get("ann_id"))
-        rid = f"ref{ref.get('ref_id')}"
-        if ann is None or ann["image_id"] not in images:
-            yield Reject(rid, "bad_record", f"ref {ref.get('ref_id')} names an unknown annotation or image")
-            continue
-        # RefCOCO keeps the sentence as typed in "raw" and a lower-cased, tokenised copy in "sent": ask with the raw one
-        sentences = [
-            s.get("raw", s.get("sent", "")) if isinstance(s, dict) else str(s) for s in ref.get("sentences", [])
-        ]
-        others = [
-            _xyxy(a["bbox"])
-            for a in by_image[ann["image_id"]]
-            if a["id"] != ann["id"] and not a.get("iscrowd") and not _degenerate(a)
-        ]
-        for k, sentence in enumerate(sentences):
+    coco = Instances.index(data)
+    template = src.question_template or "How many {plural} are there?"
+    for image_id in sorted(coco.images, key=str):
+        anns = coco.by_image.get(image_id, [])
+        usable = [a for a in anns if not a.get("iscrowd") and not degenerate(a)]
+        for cat_id in sorted({a["category_id"] for a in anns}, key=str):
+            name = coco.category(cat_id)
+            item_id = f"{image_id}-{cat_id}"
+            mine = [a for a in anns if a["category_id"] == cat_id]
+            if any(a.get("iscrowd") for a in mine):
+                yield Reject(item_id, "crowd", f"{name}: a crowd region (iscrowd=1) leaves the count undefined")
+                continue
+            bad = [a for a in mine if degenerate(a)]
+            if bad:
+                yield Reject(item_id, "bad_box", f"annotation {bad[0]['id']}: degenerate bbox {bad[0].get('bbox')}")
+                continue
+            count = len(mine)
             yield Item(
-                id=f"{rid}-{k}",
+                id=item_id,
                 source=source,
-                image=FileImage(images[ann["image_id"]]["file_name"], root),
-                question=template.format(expression=sentence.strip()) if sentence.strip() else "",
-                answer=categories.get(ann["category_id"], str(ann["category_id"])),
-                boxes=[_xyxy(ann.get("bbox"))],
-                distractors=others,
-                task="grounding",
-                meta={"image_id": ann["image_id"], "expression": sentence},
+                image=FileImage(coco.images[image_id]["file_name"], root),
+                question=template.format(category=name, plural=plural(name)),
+                answer=str(count),
+                aliases=(NUMBER_WORDS[count],) if count < len(NUMBER_WORDS) else (),
+                boxes=[xyxy(a["bbox"]) for a in mine],
+                distractors=[xyxy(a["bbox"]) for a in usable if a["category_id"] != cat_id],
+                meta={"image_id": image_id, "category": name},
+                box_frame=coco.frame(image_id),
             )
