@@ -68,6 +68,10 @@ def _refs_file(folder: Path, split_by: str) -> Path:
             names = ", ".join(sorted(found)) or "none"
             raise UserError(f"{folder}: no refs({split_by}).p (split_by found: {names})")
         return found[split_by]
+    if not found:
+        raise UserError(
+            f"{folder}: no refs(<split_by>).p here (the release unpacks as refcoco/refs(unc).p + instances.json)"
+        )
     if len(found) == 1:
         return next(iter(found.values()))
     usual = SPLIT_BY.get(folder.name)

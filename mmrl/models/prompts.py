@@ -33,15 +33,24 @@ DIRECT_INSTRUCTION = "Answer with a single word or number. " + ABSTAIN_HINT
 CHOICES_INTRO = "Options:"
 CHOICES_INSTRUCTION = "Answer with one of the options."
 INSTRUCTIONS = {"think": THINK_INSTRUCTION, "direct": DIRECT_INSTRUCTION}
+# CLS-RL's published classification prompts (src/open_r1/grpo.py and grpo_direct.py): "{question}\n" then these,
+# word for word; no abstention hint, as CLS-RL has none
+CLASSIFICATION_INSTRUCTIONS = {
+    "think": " Please output the thinking process in <think> </think> and final answer in <answer> </answer> tags.",
+    "direct": " Please directly output the answer.",
+}
 
 
 def question_text(sample: Sample, template: str) -> str:
-    """The user's text: question, options (when the sample has choices), then the template's instruction."""
+    """The user's text: question, options (when the sample has choices), then the template's instruction;
+    classification samples get CLS-RL's text: the question, a new line, its instruction."""
     if template not in INSTRUCTIONS:
         raise ValueError(f"unknown template {template!r} (valid: {', '.join(INSTRUCTIONS)})")
     parts = [sample.question.strip()]
     if sample.choices and not sample.meta.get("choices_in_question"):  # CLS-RL's questions list them already
         parts.append(f"{CHOICES_INTRO} {', '.join(sample.choices)}. {CHOICES_INSTRUCTION}")
+    if sample.task == "classification":
+        return " ".join(parts) + "\n" + CLASSIFICATION_INSTRUCTIONS[template]
     parts.append(INSTRUCTIONS[template])
     return " ".join(parts)
 

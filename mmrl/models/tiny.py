@@ -22,7 +22,7 @@ import string
 from pathlib import Path
 
 from mmrl.errors import UserError
-from mmrl.models.prompts import CHOICES_INSTRUCTION, CHOICES_INTRO, INSTRUCTIONS
+from mmrl.models.prompts import CHOICES_INSTRUCTION, CHOICES_INTRO, CLASSIFICATION_INSTRUCTIONS, INSTRUCTIONS
 from mmrl.types import FAMILIES
 
 # Qwen2-VL's special tokens, in Qwen's order; Qwen2.5-VL and Qwen3-VL have the same special set
@@ -113,7 +113,7 @@ def builtin_corpus() -> list[str]:
     lines.append("Answer with the letter of the correct option. Options: A. red B. blue C. green D. yellow")
     lines.append("(A) (B) (C) (D) A. B. C. D. E. F. G. H.")
 
-    lines += [CHOICES_INTRO, CHOICES_INSTRUCTION, *INSTRUCTIONS.values()]
+    lines += [CHOICES_INTRO, CHOICES_INSTRUCTION, *INSTRUCTIONS.values(), *CLASSIFICATION_INSTRUCTIONS.values()]
     lines.append('<bbox>[1, 2, 3, 4]</bbox> <box>(10,20),(30,40)</box> {"bbox_2d": [1, 2, 3, 4]}')
     return lines
 

@@ -9,10 +9,12 @@ from mmrl.boxes import FrameSpec
 from mmrl.config.schema import DataConfig
 from mmrl.models.logprobs import completion_logprobs
 from mmrl.models.prompts import (
+    DIRECT_INSTRUCTION,
     THINK_INSTRUCTION,
     build_messages,
     load_image,
     prompt_inputs,
+    question_text,
     render_prompt,
     target_completion,
     tokenize_completions,
@@ -93,3 +95,31 @@ def test_tokenized_targets_score_through_logprobs(loaded, tmp_path):
     with torch.no_grad():
         logps = completion_logprobs(model, inputs, ids, mask)
     assert (logps[mask == 1] < 0).all() and (logps[mask == 0] == 0).all()
+
+
+def test_classification_gets_cls_rls_published_prompt():
+    # a CoOp item as data_builders.adapters.coop writes it: CLS-RL's question with the list of class names
+    question = "What type of object is in the photo?\n Please choose one from list [ Abyssinian, pug, beagle]."
+    item = sample(question=question, answer="pug", task="classification", choices=["Abyssinian", "pug", "beagle"],
+                  evidence=[], meta={"choices_in_question": True})  # fmt: skip
+    # CLS-RL's QUESTION_TEMPLATE, grpo.py: "{Question}\n Please output the thinking process in <think> </think> and
+    # final answer in <answer> </answer> tags."; grpo_direct.py: "{Question}\n Please directly output the answer."
+    assert question_text(item, "think") == (
+        question + "\n Please output the thinking process in <think> </think> and final answer in <answer> </answer>"
+        " tags."
+    )
+    assert question_text(item, "direct") == question + "\n Please directly output the answer."
+    # a classification record whose question does not list the classes gets them as options, then CLS-RL's line
+    plain = sample(question="What is this?", task="classification", choices=["cat", "dog"])
+    assert question_text(plain, "direct") == (
+        "What is this? Options: cat, dog. Answer with one of the options.\n Please directly output the answer."
+    )
+    # other tasks keep mmrl's instructions
+    assert question_text(sample(), "direct") == f"What color is the circle? {DIRECT_INSTRUCTION}"
+    assert question_text(sample(), "think") == f"What color is the circle? {THINK_INSTRUCTION}"
+
+
+def test_tiny_tokenizer_reads_cls_rl_text(loaded):
+    _, processor = loaded["qwen2_vl"]
+    text = " Please directly output the answer."
+    assert processor.tokenizer.decode(processor.tokenizer(text)["input_ids"]) == text
