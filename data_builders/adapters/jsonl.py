@@ -20,7 +20,7 @@ Records are decoded one by one, so a line that is not UTF-8 or not JSON is rejec
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +123,22 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
                 yield fallback_id, Reject(fallback_id, "bad_record", f"line {lineno} is not JSON ({err.msg})")
 
 
-def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
+def read_json_source(cfg: BuildConfig, parse: Callable[..., Item], default_name: str) -> Iterator[Item | Reject]:
+    """The items of a JSON / JSONL source, each record parsed by `parse(record, fallback_id, image_root, source,
+    box_format)`; a record it refuses (ValueError, TypeError) becomes a reject with the reason."""
     src = cfg.source
     path = Path(src.path)
     root = src.image_root or str(path.parent)
-    source = src.name or path.stem
+    source = src.name or default_name
     for fallback_id, record in read_records(path):
         if isinstance(record, Reject):
             yield record
             continue
         try:
-            yield parse_record(record, fallback_id, root, source, src.box_format)
-        except ValueError as err:
+            yield parse(record, fallback_id, root, source, src.box_format)
+        except (ValueError, TypeError) as err:
             yield Reject(fallback_id, "bad_record", f"{fallback_id}: {err}")
+
+
+def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
+    return read_json_source(cfg, parse_record, Path(cfg.source.path).stem)

@@ -14,11 +14,10 @@ JSON, e.g. COCO's train2014/), by default the file's folder. Each item's evidenc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from data_builders.adapters.common import boxes_from_text, chat_turns, parse_solution, to_xyxy
-from data_builders.adapters.jsonl import read_records
+from data_builders.adapters.jsonl import read_json_source
 from data_builders.config import BuildConfig
 from data_builders.records import FileImage, Item, Reject
 
@@ -61,15 +60,4 @@ def parse_record(record: Any, fallback_id: str, root: str, source: str, box_form
 
 
 def read(cfg: BuildConfig) -> Iterator[Item | Reject]:
-    src = cfg.source
-    path = Path(src.path)
-    root = src.image_root or str(path.parent)
-    source = src.name or "vlm_r1"
-    for fallback_id, record in read_records(path):
-        if isinstance(record, Reject):
-            yield record
-            continue
-        try:
-            yield parse_record(record, fallback_id, root, source, src.box_format)
-        except (ValueError, TypeError) as err:
-            yield Reject(fallback_id, "bad_record", f"{fallback_id}: {err}")
+    return read_json_source(cfg, parse_record, "vlm_r1")
