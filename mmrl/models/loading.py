@@ -40,12 +40,12 @@ def detect_family(config: Any) -> str:
 
 
 def base_model(model: Any) -> Any:
-    """The HF `...ForConditionalGeneration` inside PEFT / DDP wrappers."""
+    """The HF `...ForConditionalGeneration` inside PEFT / DDP / DeepSpeed wrappers."""
     while True:
         if hasattr(model, "get_base_model"):  # peft
             model = model.get_base_model()
-        elif hasattr(model, "module") and not hasattr(model, "config"):  # DDP / accelerate wrappers
-            model = model.module
+        elif hasattr(model, "module") and not hasattr(getattr(model, "config", None), "model_type"):
+            model = model.module  # DDP, DeepSpeed (whose `config` is its own dict), accelerate wrappers
         else:
             return model
 
