@@ -89,9 +89,7 @@ def setup(config: TrainConfig) -> Run:
         configure_deepspeed(accelerator, t.micro_batch_size, passes, t.max_grad_norm)
     model, processor, family = load_model_and_processor(config.model)
     model.to(accelerator.device)
-    ref_model = None
-    if config.grpo.beta > 0 and not config.model.lora:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # the initial weights, before any resume
+    ref_model = reference_model(config, model, accelerator)
     optimizer, trainable = build_optimizer(t, model)
     scheduler = build_scheduler(t, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -129,6 +127,20 @@ def setup(config: TrainConfig) -> Run:
     if config.rollout.backend == "vllm":
         run.vllm = connect(run)  # checks the server's pixel budget; pushes the weights when resumed
     return run
+
+
+def reference_model(config: TrainConfig, model: Any, accelerator: Any) -> Any:
+    """The initial weights, frozen, before any resume; None when beta = 0 or with LoRA (adapters off instead).
+
+    Sharded engines load it again: under ZeRO-3 the policy loads already partitioned (`zero.Init`), so a copy of it
+    would hold empty tensors; `prepare_deepspeed` / `prepare_fsdp` shard it afterwards."""
+    if config.grpo.beta == 0 or config.model.lora:
+        return None
+    if is_sharded(accelerator):
+        ref = load_model_and_processor(config.model)[0].to(accelerator.device)
+    else:
+        ref = copy.deepcopy(model)
+    return ref.eval().requires_grad_(False)
 
 
 ENGINE_STATE = "accelerate"  # the engine's per-rank state inside a checkpoint folder (DeepSpeed / FSDP)
