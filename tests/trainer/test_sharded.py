@@ -110,3 +110,26 @@ def test_zero3_stop_and_resume_equals_an_uninterrupted_run(make_config, tmp_path
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
+
+
+def test_train_sh_refuses_fsdp_on_cpu_processes_in_one_line():
+    """No GPU: FSDP cannot run (Accelerate enables it for GPU-type process groups only); never a silent DDP run."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "MMRL_ACCELERATE": "fsdp", "MMRL_NUM_PROCESSES": "2"}
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train.sh"
+    result = subprocess.run(["bash", str(script), "configs/debug_tiny.yaml"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "FSDP needs GPUs" in result.stderr
+
+
+def test_eval_device_defaults_to_the_cpu_in_fp32_without_a_gpu():
+    from mmrl.errors import UserError
+    from mmrl.eval.evaluate import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("auto") == (torch.device("cuda"), torch.bfloat16)
+    else:
+        assert resolve_device("auto") == (torch.device("cpu"), torch.float32)
+        with pytest.raises(UserError, match="no GPU is visible"):
+            resolve_device("cuda:0")
+    with pytest.raises(UserError, match="--device must be"):
+        resolve_device("tpu-ish")
