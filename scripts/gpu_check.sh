@@ -9,6 +9,12 @@
 # model.lora=true on one (docs/launching.md, memory). MMRL_CHECK_DIR (default runs/gpu_check) holds the model, data
 # and run; the run ends with a checkpoint (7B: about 100 GB with its optimizer state). MMRL_CHECK_SHAPE=tiny keeps
 # the tiny widths (a dry run of this script, also on the CPU).
+#
+# `scripts/gpu_check.sh all` runs every GPU claim in one go and prints one table: the 3B-shaped grounding recipe for
+# MMRL_CHECK_STEPS steps under ddp, zero2, zero3 and fsdp on the GPUs present (engine that ran, processes, optimizer
+# steps per step, step time, peak memory per GPU), then bf16 `mmrl eval` and `mmrl infer` on the last checkpoint
+# (--device cuda). Each part has a time limit (MMRL_CHECK_TIMEOUT seconds, default 600); a failed part is a row
+# with its exit status, and the script exits non-zero when any part failed.
 set -euo pipefail
 
 if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
@@ -16,6 +22,71 @@ if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
   exit 0
 fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ $1 == all ]]; then
+  shift
+  cd "$repo"
+  python=python3
+  [[ -x .venv/bin/python ]] && python=.venv/bin/python
+  recipe=configs/recipes/grounding_qwen2_5_vl_3b.yaml
+  root="${MMRL_CHECK_DIR:-runs/gpu_check}/all"
+  limit="${MMRL_CHECK_TIMEOUT:-600}"
+  mkdir -p "$root"
+  failed=0
+  rows=()
+  for engine in ddp zero2 zero3 fsdp; do
+    status=0
+    MMRL_ACCELERATE=$engine MMRL_CHECK_DIR="$root/$engine" timeout "$limit" "${BASH_SOURCE[0]}" "$recipe" \
+      training.save_steps=0 "$@" 2>&1 | tee "$root-$engine.log" || status=$?
+    rows+=("$engine $status $root/$engine/$(basename "$recipe" .yaml)")
+    [[ $status -eq 0 ]] || failed=1
+  done
+  run="$root/zero3/$(basename "$recipe" .yaml)"
+  ckpt="$(find "$run/run" -maxdepth 1 -name 'checkpoint-*' 2>/dev/null | sort | tail -n 1)"
+  for command in eval infer; do
+    status=0
+    if [[ -z $ckpt ]]; then
+      status=3
+    elif [[ $command == eval ]]; then
+      timeout "$limit" "$python" -m mmrl.cli eval "$ckpt/model" "$run/data/manifest.jsonl" --limit 32 --batch-size 16 \
+        --device cuda --out "$root/eval" >"$root-eval.log" 2>&1 || status=$?
+    else
+      image="$(find "$run/data" -name '*.png' -o -name '*.jpg' | sort | head -n 1)"
+      timeout "$limit" "$python" -m mmrl.cli infer "$ckpt/model" --image "$image" --question "What shape is it?" \
+        --device cuda --json >"$root-infer.log" 2>&1 || status=$?
+    fi
+    rows+=("$command $status $root-$command.log")
+    [[ $status -eq 0 ]] || failed=1
+  done
+  "$python" - "${rows[@]}" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+print("| check | exit | engine that ran | processes | optimizer steps / step | s / step (last) | peak MiB per GPU |")
+print("|---|---|---|---|---|---|---|")
+for row in sys.argv[1:]:
+    name, status, where = row.split(" ", 2)
+    where = Path(where)
+    info = where / "run" / "run_info.json"
+    metrics = where / "run" / "metrics.jsonl"
+    engine = procs = steps = seconds = peak = "-"
+    if info.is_file():
+        data = json.loads(info.read_text())
+        engine, procs = data["engine"], str(data["num_processes"])
+    if metrics.is_file() and metrics.read_text().strip():
+        last = json.loads(metrics.read_text().splitlines()[-1])
+        steps, seconds = str(last.get("optimizer_steps", "-")), f"{last['time/step']:.1f}"
+    memlog = where / "gpu_memory.csv"
+    if memlog.is_file() and memlog.stat().st_size:
+        top: dict[str, int] = {}
+        for line in memlog.read_text().splitlines():
+            gpu, used = (field.strip() for field in line.split(","))
+            top[gpu] = max(top.get(gpu, 0), int(used))
+        peak = " ".join(f"{g}:{m}" for g, m in sorted(top.items()))
+    print(f"| {name} | {status} | {engine} | {procs} | {steps} | {seconds} | {peak} |")
+PY
+  exit "$failed"
+fi
 recipe="$1"
 [[ -f $recipe ]] && recipe="$(cd "$(dirname "$recipe")" && pwd)/$(basename "$recipe")"
 shift

@@ -18,5 +18,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[$extras]"
   # see pyproject.toml's `ocr` extra for why --no-deps
   .venv/bin/python -m pip install -q --no-deps "rapidocr-onnxruntime>=1.4,<1.5"
+  if [[ ",$extras," == *,test,* ]]; then
+    # the sharded-training tests run DeepSpeed on CPU processes; no compiled ops (its CPU comm op is turned off)
+    DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --no-build-isolation "deepspeed>=0.16,<1"
+  fi
   touch "$stamp"
 fi

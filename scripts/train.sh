@@ -3,7 +3,11 @@
 #
 # With GPUs: `accelerate launch` over all of this machine's GPUs with configs/accelerate/$MMRL_ACCELERATE.yaml.
 # Without:   one CPU process (`mmrl train`), or MMRL_NUM_PROCESSES CPU processes over gloo (torchrun, since
-#            `accelerate launch --cpu --num_processes N` starts a single process on a machine without MPI).
+#            `accelerate launch --cpu --num_processes N` starts a single process on a machine without MPI), with
+#            the engine MMRL_ACCELERATE names: ddp, zero2 or zero3 (DeepSpeed's CPU accelerator; needs deepspeed).
+#            FSDP does not run on CPU processes (Accelerate enables it only for GPU-type process groups): it says
+#            so and exits 2, never falling back to DDP (scripts/gpu_check.sh covers FSDP on GPUs).
+# The run folder's run_info.json records the engine and the number of processes that ran.
 # @FILE reads more overrides from FILE, one a line ('#' starts a comment), e.g. configs/recipes/coop/eurosat.args.
 # CONFIG and @FILE paths may be relative to the current folder or to the repository; the run itself starts in the
 # repository root, so paths inside configs and overrides (runs/...) are relative to it.
@@ -49,6 +53,7 @@ rank="${MMRL_MACHINE_RANK:-0}"
 addr="${MMRL_MAIN_ADDR:-127.0.0.1}"
 port="${MMRL_MAIN_PORT:-29500}"
 
+export MMRL_ENGINE="$mode"  # mmrl stops with one line if Accelerate set up another engine
 if [[ $gpus -gt 0 ]]; then
   nproc="${MMRL_NUM_PROCESSES:-$gpus}"
   cmd=("${bin}accelerate" launch --config_file "configs/accelerate/$mode.yaml"
@@ -57,11 +62,20 @@ if [[ $gpus -gt 0 ]]; then
     -m mmrl.cli train "$config" "${overrides[@]}")
 else
   nproc="${MMRL_NUM_PROCESSES:-1}"
-  if [[ $nproc -eq 1 && $machines -eq 1 ]]; then
+  case "$mode" in
+    ddp) export ACCELERATE_USE_CPU=1 ;;
+    zero2 | zero3)
+      export ACCELERATE_USE_DEEPSPEED=true ACCELERATE_DEEPSPEED_ZERO_STAGE="${mode#zero}" DS_ACCELERATOR=cpu ;;
+    fsdp)
+      echo "train.sh: FSDP needs GPUs: Accelerate turns FSDP on only for GPU-type process groups, never on CPU" \
+        "processes; use MMRL_ACCELERATE=zero3 for sharded training on CPU processes" >&2
+      exit 2 ;;
+  esac
+  if [[ $nproc -eq 1 && $machines -eq 1 && $mode == ddp ]]; then
+    unset MMRL_ENGINE ACCELERATE_USE_CPU
     cmd=("${bin}mmrl" train "$config" "${overrides[@]}")
   else
-    export ACCELERATE_USE_CPU=1
-    echo "+ ACCELERATE_USE_CPU=1 (no GPU: $nproc CPU processes per machine over gloo)" >&2
+    echo "+ MMRL_ENGINE=$mode (no GPU: $nproc CPU processes per machine over gloo)" >&2
     cmd=("${bin}torchrun" --nproc_per_node "$nproc" --nnodes "$machines" --node_rank "$rank"
       --master_addr "$addr" --master_port "$port" -m mmrl.cli train "$config" "${overrides[@]}")
   fi

@@ -17,10 +17,10 @@ from mmrl.types import Family
 
 @dataclass
 class ModelConfig:
-    # a Hugging Face folder; the default is made by `mmrl tiny-model` when missing (see `tiny_family`)
+    # a Hugging Face folder or a cached hub id (`mmrl tiny-model` makes a tiny folder)
     name_or_path: str = "runs/tiny-qwen2_5_vl"
-    # when the folder is missing and this is set, a tiny model of this family is built there first
-    tiny_family: Family | None = "qwen2_5_vl"
+    # when the folder is missing and this is set explicitly, a tiny model of this family is built there first
+    tiny_family: Family | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     trust_remote_code: bool = False

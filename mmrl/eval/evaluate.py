@@ -84,11 +84,13 @@ def greedy_completions(
     data_config: Any,
     max_new_tokens: int,
     batch_size: int = 16,
-    device: Any = "cpu",
+    device: Any = None,
 ) -> list[str]:
-    """Greedy completion texts for `samples` (with their opened `images`), in batches of `batch_size`."""
+    """Greedy completion texts for `samples` (with their opened `images`), in batches of `batch_size`, on `device`
+    (default: the model's)."""
     import torch
 
+    device = device or next(model.parameters()).device
     stop_ids = token_ids(processor, STOP_TOKENS)
     kwargs = {
         "do_sample": False, "max_new_tokens": max_new_tokens, "eos_token_id": stop_ids, "pad_token_id": stop_ids[-1],
@@ -241,19 +243,37 @@ def read_model_config(model_dir: str | Path, config_path: str | Path | None = No
     return _build(TrainConfig, {k: v for k, v in read_yaml(path).items() if k in known})
 
 
-def load_model_folder(model_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, str, Any]:
-    """(model in eval mode, processor, family, FrameSpec from the processor's pixel budget) of a plain HF folder."""
+def resolve_device(name: str) -> tuple[Any, Any]:
+    """(device, dtype) for `--device`: auto is the first GPU in bf16 when there is one, else the CPU in fp32;
+    cuda / cuda:N run in bf16, cpu in fp32. A GPU asked for on a machine without one is a UserError."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no GPU is visible here")
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_model_folder(model_dir: str | Path, device: Any = "cpu", dtype: Any = None) -> tuple[Any, Any, str, Any]:
+    """(model in eval mode, processor, family, FrameSpec from the processor's pixel budget) of a plain HF folder,
+    on `device` in `dtype` (default fp32)."""
     import torch
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    dtype = dtype or torch.float32
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} is not a model folder (no config.json); make one with `mmrl export`")
     try:
         family = detect_family(AutoConfig.from_pretrained(model_dir))
         processor = AutoProcessor.from_pretrained(model_dir)
-        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # missing, truncated or corrupt files
         raise UserError(
             f"cannot load model {model_dir}: {(str(err).splitlines() or [type(err).__name__])[0]}"
@@ -310,6 +330,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="a run config for template / prompt / rewards (default: the folder's own)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    parser.add_argument("--device", default="auto", help="auto (a GPU in bf16 when present), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
     for name in ("limit", "batch_size"):
@@ -324,7 +345,7 @@ def main(argv: list[str]) -> int:
     if args.limit is not None:
         manifest.samples = manifest.samples[: args.limit]
     config = read_model_config(args.model_dir, args.config)
-    model, processor, _, frame = load_model_folder(args.model_dir)
+    model, processor, _, frame = load_model_folder(args.model_dir, *resolve_device(args.device))
     t0 = time.perf_counter()
     rows, summary, skipped = evaluate_samples(model, processor, frame, manifest, config, args.batch_size)
     summary["rejected_lines"] = len(manifest.rejects)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmrl.data.images import MAX_IMAGE_PIXELS, open_rgb
 from mmrl.errors import UserError
-from mmrl.eval.evaluate import greedy_completions, load_model_folder, read_model_config
+from mmrl.eval.evaluate import greedy_completions, load_model_folder, read_model_config, resolve_device
 from mmrl.rewards.grounding import predicted_boxes
 from mmrl.rewards.parsing import extract_answer
 from mmrl.types import Sample, Variant
@@ -73,6 +73,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="save the image with the named boxes drawn here (PNG)")
     parser.add_argument("--config", help="a run config for template / prompt (default: the folder's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--device", default="auto", help="auto (a GPU in bf16 when present), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
     if args.out and Path(args.out).resolve() == Path(args.image).resolve():
@@ -81,7 +82,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--out {args.out} is a folder; give the PNG file to write")
     config = read_model_config(args.model_dir, args.config)
     image = open_image(args.image, config.data)  # a bad image fails before the model loads
-    model, processor, _, frame = load_model_folder(args.model_dir)
+    model, processor, _, frame = load_model_folder(args.model_dir, *resolve_device(args.device))
     text, answer, boxes = answer_image(model, processor, frame, config, image, args.question)
     if args.json:
         print(json.dumps({"answer": answer, "boxes": [b.to_list() for b in boxes], "completion": text}))

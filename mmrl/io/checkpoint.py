@@ -6,6 +6,7 @@ A checkpoint is the folder `RUN/checkpoint-000012/`:
   same model exactly), plus the processor when given; with LoRA, the adapter folder that peft writes;
 - `optimizer.pt`, `scheduler.pt`: their `state_dict()`s;
 - `rng_state_<rank>.pt`: python, numpy and torch RNG states of each process;
+- whatever `extra_state` writes (the trainer: DeepSpeed / FSDP per-rank engine state in `accelerate/`);
 - `trainer_state.json`: step, data position and whatever the loop adds, and the size and sha256 of every other
   file of the folder; written last, it is the completion marker.
 
@@ -203,10 +204,12 @@ def save_checkpoint(
     is_main_process: bool = True,
     barrier: Callable[[], None] = _noop,
     model_state_dict: dict | None = None,
+    extra_state: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically; every process calls this (each writes its RNG state).
 
-    `model` is the unwrapped model; `total_limit` > 0 keeps only that many newest checkpoints."""
+    `model` is the unwrapped model; `total_limit` > 0 keeps only that many newest checkpoints; `extra_state(folder)`
+    is called on every process with the temporary folder, before the marker (its files are checksummed too)."""
     run_dir = Path(run_dir)
     final = checkpoint_dir(run_dir, step)
     tmp = run_dir / f".tmp-{final.name}"
@@ -216,6 +219,8 @@ def save_checkpoint(
         tmp.mkdir()
     barrier()
     torch.save(rng_state(), tmp / f"rng_state_{process_index}.pt")
+    if extra_state is not None:
+        extra_state(tmp)
     if is_main_process:
         save_model(model, tmp / "model", processor, model_state_dict)
         if optimizer is not None:

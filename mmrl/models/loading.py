@@ -2,7 +2,8 @@
 
 `load_model_and_processor(model_config)` returns `(model, processor, family)`:
 - builds the tiny model first when `name_or_path` is neither a folder nor a cached hub model and `tiny_family` is
-  set (DESIGN.md: the quickstart and the tests run on tiny offline models);
+  set explicitly (off by default); otherwise such a path is one error line when it cannot be a hub id or the hub
+  is offline, never a silently built toy model;
 - detects the family from the HF config's `model_type` (qwen2_vl, qwen2_5_vl, qwen3_vl);
 - sets the processor's pixel budget (min/max pixels), the dtype and the attention implementation (sdpa by default;
   flash_attention_2 only when flash-attn is importable), and passes `trust_remote_code` only when asked;
@@ -40,12 +41,12 @@ def detect_family(config: Any) -> str:
 
 
 def base_model(model: Any) -> Any:
-    """The HF `...ForConditionalGeneration` inside PEFT / DDP wrappers."""
+    """The HF `...ForConditionalGeneration` inside PEFT / DDP / DeepSpeed wrappers."""
     while True:
         if hasattr(model, "get_base_model"):  # peft
             model = model.get_base_model()
-        elif hasattr(model, "module") and not hasattr(model, "config"):  # DDP / accelerate wrappers
-            model = model.module
+        elif hasattr(model, "module") and not hasattr(getattr(model, "config", None), "model_type"):
+            model = model.module  # DDP, DeepSpeed (whose `config` is its own dict), accelerate wrappers
         else:
             return model
 
@@ -105,14 +106,26 @@ def resolve_model_path(model_config: Any) -> str:
     name = model_config.name_or_path
     if Path(name).exists() or _is_cached_hub_model(name):
         return name
-    if model_config.tiny_family is not None:
+    if model_config.tiny_family is not None:  # asked for explicitly: never a default (no silent toy model)
         print(
             f"mmrl: building a tiny {model_config.tiny_family} model in {name} (model.tiny_family is set)",
             file=sys.stderr,
         )
         build_tiny_model(model_config.tiny_family, name)
         return name
-    return name  # a hub id that from_pretrained may download; its failure is reported by load_model_and_processor
+    if _offline() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise UserError(
+            f"model {name!r} is neither a folder nor a cached hub model"
+            + (" (the hub is offline here: HF_HUB_OFFLINE)" if _offline() else "")
+            + "; download it first, or make a tiny one with `mmrl tiny-model --family F --out DIR`"
+        )
+    return name  # a hub id that from_pretrained downloads; its failure is reported by load_model_and_processor
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _attn_implementation(name: str) -> str:

@@ -2,18 +2,28 @@
 
 `setup` builds a `Run` (everything the phases share); `save` writes a checkpoint (`mmrl.io.checkpoint`: atomic;
 `training.resume=auto` continues from the latest one, weights, optimiser, schedule, RNG and data position, exactly).
+
+Engines (`mmrl.rl.dist`): DDP, DeepSpeed ZeRO-2/3 and FSDP through Accelerate. Under DeepSpeed the engine's
+micro-batch size, gradient accumulation (the passes of one training step: one optimiser step per step) and clipping
+come from mmrl's config. The reference model is a copy of the initial weights in the training dtype, prepared like
+the policy: sharded under ZeRO-3 / FSDP, a plain replica under ZeRO-2 (TRL's `prepare_deepspeed` / `prepare_fsdp`);
+with LoRA it is the policy with its adapters off. Under DeepSpeed / FSDP a checkpoint also holds every rank's
+engine state (`accelerator.save_state` into `checkpoint-N/accelerate/`, inside the atomic folder, before its
+marker, so the marker's checksums cover it); `model/` holds the consolidated full weights. `run_info.json` in the
+run folder records the engine and the processes that ran.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
+from trl.models.utils import prepare_deepspeed, prepare_fsdp
 
 from data_builders.build import ensure_manifest
 from mmrl.boxes import FrameSpec
@@ -23,7 +33,9 @@ from mmrl.errors import UserError
 from mmrl.io import checkpoint, recovery
 from mmrl.io.resume_guard import check_resume_config
 from mmrl.models.loading import load_model_and_processor
+from mmrl.rl.dist import configure_deepspeed, engine_name, is_sharded, make_accelerator
 from mmrl.rl.optim import build_optimizer, build_scheduler
+from mmrl.rl.update import passes_per_step
 from mmrl.rollout.vllm import connect
 
 
@@ -46,6 +58,7 @@ class Run:
     stream: SampleStream
     run_dir: Path
     pad_token_id: int
+    passes: int = 1  # micro-batches every process runs per phase (lockstep; DeepSpeed's gradient accumulation)
     step: int = 0
     timers: dict[str, float] = field(default_factory=dict)
     vllm: Any = None  # mmrl.rollout.vllm.VLLMBackend when rollout.backend is "vllm"
@@ -56,7 +69,7 @@ class Run:
 
 
 def setup(config: TrainConfig) -> Run:
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     set_seed(config.training.seed)  # the same initial state on every process (LoRA init, dropout)
     run_dir = Path(config.training.output_dir)
     check_resume_config(config, run_dir, accelerator.is_main_process)  # before any model loads
@@ -64,52 +77,109 @@ def setup(config: TrainConfig) -> Run:
         ensure_manifest(config.data.train_manifest, config.training.build_config)
     accelerator.wait_for_everyone()
     manifest = read_manifest(config.data.train_manifest)
-    if config.training.batch_size % accelerator.num_processes:
+    t = config.training
+    if t.batch_size % accelerator.num_processes:
         raise UserError(
-            f"training.batch_size={config.training.batch_size} must split evenly over "
-            f"{accelerator.num_processes} processes"
+            f"training.batch_size={t.batch_size} must split evenly over {accelerator.num_processes} processes"
         )
+    passes = passes_per_step(
+        t.batch_size, config.rollout.num_generations, t.micro_batch_size, accelerator.num_processes
+    )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(accelerator, t.micro_batch_size, passes, t.max_grad_norm)
     model, processor, family = load_model_and_processor(config.model)
     model.to(accelerator.device)
-    ref_model = None
-    if config.grpo.beta > 0 and not config.model.lora:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # the initial weights, before any resume
-    optimizer, trainable = build_optimizer(config.training, model)
-    scheduler = build_scheduler(config.training, optimizer)
+    ref_model = reference_model(config, model, accelerator)
+    optimizer, trainable = build_optimizer(t, model)
+    scheduler = build_scheduler(t, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if ref_model is not None and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        ref_model = prepare_deepspeed(ref_model, accelerator)  # after the policy: its config is complete then
+    elif ref_model is not None and accelerator.distributed_type == DistributedType.FSDP:
+        ref_model = prepare_fsdp(ref_model, accelerator).eval()
     stream = SampleStream(
-        len(manifest.samples), seed=config.training.seed, shuffle=config.data.shuffle,
+        len(manifest.samples), seed=t.seed, shuffle=config.data.shuffle,
         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
     )  # fmt: skip
     run = Run(
         config, accelerator, model, accelerator.unwrap_model(model), ref_model, processor, family,
         FrameSpec.for_family(family, config.model.min_pixels, config.model.max_pixels), optimizer, scheduler,
         trainable, manifest, stream, run_dir,
-        int(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")),
+        int(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")), passes,
     )  # fmt: skip
-    # the newest intact checkpoint; damaged ones are skipped with a warning
-    found = None if config.training.resume != "auto" else recovery.resume(
-        run_dir, model=run.unwrapped_model, optimizer=optimizer, scheduler=scheduler,
-        process_index=accelerator.process_index,
+    sharded = is_sharded(accelerator)
+    # the newest intact checkpoint; damaged ones are skipped with a warning. Sharded engines restore the weights and
+    # every rank's optimiser shard from the engine state saved beside them.
+    found = None if t.resume != "auto" else recovery.resume(
+        run_dir, model=None if sharded else run.unwrapped_model, optimizer=None if sharded else optimizer,
+        scheduler=scheduler, process_index=accelerator.process_index,
     )  # fmt: skip
     if found is not None:
         latest, resumed = found
+        if sharded:
+            accelerator.load_state(str(latest / ENGINE_STATE))
         run.step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
         if accelerator.is_main_process:
             print(f"mmrl: resumed from {latest} (step {run.step})")
+    if accelerator.is_main_process:
+        write_run_info(run)
     if config.rollout.backend == "vllm":
         run.vllm = connect(run)  # checks the server's pixel budget; pushes the weights when resumed
     return run
 
 
+def reference_model(config: TrainConfig, model: Any, accelerator: Any) -> Any:
+    """The initial weights, frozen, before any resume; None when beta = 0 or with LoRA (adapters off instead).
+
+    Sharded engines load it again: under ZeRO-3 the policy loads already partitioned (`zero.Init`), so a copy of it
+    would hold empty tensors; `prepare_deepspeed` / `prepare_fsdp` shard it afterwards."""
+    if config.grpo.beta == 0 or config.model.lora:
+        return None
+    if is_sharded(accelerator):
+        ref = load_model_and_processor(config.model)[0].to(accelerator.device)
+    else:
+        ref = copy.deepcopy(model)
+    return ref.eval().requires_grad_(False)
+
+
+ENGINE_STATE = "accelerate"  # the engine's per-rank state inside a checkpoint folder (DeepSpeed / FSDP)
+
+
+def write_run_info(run: Run) -> Path:
+    """`run_info.json`: which engine ran, on how many processes and devices, from which step."""
+    acc = run.accelerator
+    info = {
+        "engine": engine_name(acc),
+        "num_processes": acc.num_processes,
+        "device": acc.device.type,
+        "mixed_precision": acc.mixed_precision,
+        "model_dtype": str(next(run.unwrapped_model.parameters()).dtype).removeprefix("torch."),
+        "passes_per_step": run.passes,
+        "started_at_step": run.step,
+    }
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        keys = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
+        info["deepspeed"] = {k: ds.get(k) for k in keys} | {"zero_stage": ds["zero_optimization"]["stage"]}
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    path = run.run_dir / "run_info.json"
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def save(run: Run) -> Path:
     acc = run.accelerator
-    sharded = acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    sharded = is_sharded(acc)
     state = acc.get_state_dict(run.model) if sharded else None  # every process takes part in the gather
+
+    def engine_state(folder: Path) -> None:  # every rank writes its own shard of the optimiser (and weights)
+        acc.save_state(str(folder / ENGINE_STATE))
+
     return checkpoint.save_checkpoint(
-        run.run_dir, run.step, model=run.unwrapped_model, optimizer=run.optimizer, scheduler=run.scheduler,
-        trainer_state={"data": run.stream.state_dict()}, processor=run.processor,
+        run.run_dir, run.step, model=run.unwrapped_model, optimizer=None if sharded else run.optimizer,
+        scheduler=run.scheduler, trainer_state={"data": run.stream.state_dict()}, processor=run.processor,
         total_limit=run.config.training.save_total_limit, process_index=acc.process_index,
         is_main_process=acc.is_main_process, barrier=acc.wait_for_everyone, model_state_dict=state,
+        extra_state=engine_state if sharded else None,
     )  # fmt: skip

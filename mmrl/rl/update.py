@@ -6,6 +6,15 @@ the clipped surrogate (per token, or per sequence for GSPO) plus beta * k3 KL, r
 (`mmrl.rl.algo`); gradients accumulate over the micro-batches (synchronised across processes only on the last),
 are clipped to `training.max_grad_norm`, and AdamW steps; a non-finite loss or gradient norm skips the step on every
 process alike (the norm is computed after the gradients are synchronised).
+
+Lockstep: every process runs `passes_per_step` forward (and backward) passes in each phase, whatever it kept: a
+process with fewer micro-batches (skipped samples, a refill that came short) repeats its last one with zero weight.
+ZeRO-3 and FSDP gather weights inside every forward and DDP broadcasts buffers, so a rank that ran fewer passes
+would leave the others waiting forever.
+
+Under DeepSpeed the engine owns the optimiser step: it is told the accumulation boundary (the last pass of an
+iteration), steps once there, clips at `training.max_grad_norm` (set in its config by `mmrl.rl.run`) and skips a
+step whose gradients are not finite on any rank (its overflow check is all-reduced).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import warnings
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 
 from mmrl.models.logprobs import completion_logprobs
 from mmrl.rl import algo
@@ -29,6 +39,16 @@ def micro_batches(num_rows: int, size: int) -> list[list[int]]:
     [[0, 1], [2, 3], [4]]
     """
     return [list(range(start, min(start + size, num_rows))) for start in range(0, num_rows, size)]
+
+
+def passes_per_step(batch_size: int, num_generations: int, micro_batch_size: int, num_processes: int) -> int:
+    """Micro-batches of a full share of the global batch: what every process runs per phase (and DeepSpeed's
+    gradient accumulation). A process that kept fewer completions has fewer micro-batches, never more.
+
+    >>> passes_per_step(batch_size=4, num_generations=4, micro_batch_size=3, num_processes=2)  # 8 rows -> 3 + 3 + 2
+    3
+    """
+    return math.ceil(batch_size // num_processes * num_generations / micro_batch_size)
 
 
 def micro_batch_loss(
@@ -77,22 +97,28 @@ def micro_batch_loss(
 
 @torch.no_grad()
 def fixed_logps(run: Any, model: Any, batches: list[dict[str, Any]]) -> list[torch.Tensor]:
-    """Log-probs of each micro-batch under a model that does not train now (old policy or reference)."""
+    """Log-probs of each micro-batch under a model that does not train now (old policy or reference); runs
+    `run.passes` forwards in all (lockstep), the extra ones discarded."""
     temperature, share = run.config.rollout.temperature, run.config.rollout.share_prompt
-    return [
-        completion_logprobs(
+    out = []
+    for k in range(max(run.passes, len(batches))):
+        b = batches[min(k, len(batches) - 1)]
+        logps = completion_logprobs(
             model, b["prompt_inputs"], b["completion_ids"], b["completion_mask"], temperature, share_prompt=share
         )
-        for b in batches
-    ]
+        if k < len(batches):
+            out.append(logps)
+    return out
 
 
 def reference_logps(run: Any, batches: list[dict[str, Any]]) -> list[torch.Tensor]:
-    if run.ref_model is not None:
-        return fixed_logps(run, run.ref_model, batches)
-    # LoRA: the reference is the base model, i.e. the same model with its adapters switched off
-    with run.accelerator.unwrap_model(run.model).disable_adapter():
-        return fixed_logps(run, run.model, batches)
+    """Reference log-probs in the policy's precision (under the same autocast as the policy's forwards)."""
+    with run.accelerator.autocast():
+        if run.ref_model is not None:
+            return fixed_logps(run, run.ref_model, batches)
+        # LoRA: the reference is the base model, i.e. the same model with its adapters switched off
+        with run.accelerator.unwrap_model(run.model).disable_adapter():
+            return fixed_logps(run, run.model, batches)
 
 
 def policy_update(
@@ -100,36 +126,56 @@ def policy_update(
 ) -> dict[str, float]:
     """`grpo.num_iterations` optimiser steps over the step's micro-batches; returns the update's metrics."""
     acc, cfg = run.accelerator, run.config
+    deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+    passes = max(run.passes, len(batches))  # the same on every process (lockstep)
     local_tokens = sum(float(b["completion_mask"].sum()) for b in batches)
     global_tokens = float(all_reduce(acc, torch.tensor([local_tokens], dtype=torch.float64)).item())
     totals: dict[str, float] = {}
     loss_sum, grad_norm, skipped = 0.0, math.nan, 0
+    engine_steps = run.model.global_steps if deepspeed else 0
     for _ in range(cfg.grpo.num_iterations):
         iteration_loss = 0.0
-        for k, batch in enumerate(batches):
-            # gradients are synchronised across processes only at the last micro-batch
-            sync = contextlib.nullcontext() if k == len(batches) - 1 else acc.no_sync(run.model)
+        for k in range(passes):
+            real, last = k < len(batches), k == passes - 1
+            j = min(k, len(batches) - 1)
+            # gradients are synchronised across processes only at the last micro-batch (DeepSpeed: its boundary)
+            sync = contextlib.nullcontext() if last or deepspeed else acc.no_sync(run.model)
             with sync:
                 loss, stats = micro_batch_loss(
-                    run.model, batch, advantages[k], None if old is None else old[k], None if ref is None else ref[k],
-                    cfg, num_micro_batches=len(batches), global_num_tokens=global_tokens,
-                    num_processes=acc.num_processes,
+                    run.model, batches[j], advantages[j], None if old is None else old[j],
+                    None if ref is None else ref[j], cfg, num_micro_batches=len(batches),
+                    global_num_tokens=global_tokens, num_processes=acc.num_processes,
                 )  # fmt: skip
-                acc.backward(loss)
-            iteration_loss += float(loss.detach())
-            for key, value in stats.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-        max_norm = cfg.training.max_grad_norm if cfg.training.max_grad_norm > 0 else float("inf")
-        grad_norm = float(acc.clip_grad_norm_(run.trainable, max_norm))
+                if not real:  # a lockstep pass: the same collectives as the other ranks, no gradient
+                    loss = loss * 0.0
+                if deepspeed:
+                    acc.sync_gradients = last  # the engine steps at the boundary only
+                    acc.backward(loss, scale_wrt_gas=False)  # mmrl's loss is already averaged over micro-batches
+                else:
+                    acc.backward(loss)
+            if real:
+                iteration_loss += float(loss.detach())
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
         loss_sum += iteration_loss
-        if math.isfinite(grad_norm) and math.isfinite(iteration_loss):
-            run.optimizer.step()
-        else:  # the weights stay as they were; a NaN loss makes the synchronised norm NaN on every process
+        if deepspeed:
+            acc.sync_gradients = True
+            applied = run.model.was_step_applied()
+            norm = run.model.get_global_grad_norm()
+            grad_norm = float(norm) if norm is not None and applied else math.nan
+        else:
+            max_norm = cfg.training.max_grad_norm if cfg.training.max_grad_norm > 0 else float("inf")
+            grad_norm = float(acc.clip_grad_norm_(run.trainable, max_norm))
+            applied = math.isfinite(grad_norm) and math.isfinite(iteration_loss)
+            if applied:
+                run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        if not applied:  # the weights stay as they were; a NaN loss makes the synchronised norm NaN on every process
             skipped += 1
             warnings.warn(
                 f"non-finite loss ({iteration_loss}) or gradient norm ({grad_norm}): update skipped", stacklevel=1
             )
-        run.optimizer.zero_grad(set_to_none=True)
+    optimizer_steps = run.model.global_steps - engine_steps if deepspeed else cfg.grpo.num_iterations
     summed = all_reduce(acc, torch.tensor([totals[k] for k in sorted(totals)], dtype=torch.float64))
     totals = dict(zip(sorted(totals), summed.tolist(), strict=True))
     iters = cfg.grpo.num_iterations
@@ -137,6 +183,7 @@ def policy_update(
         "loss": float(all_reduce(acc, torch.tensor([loss_sum / iters])).item()) / acc.num_processes,
         "grad_norm": grad_norm,
         "updates_skipped": float(skipped),
+        "optimizer_steps": float(optimizer_steps),  # DeepSpeed: counted by the engine itself
         "entropy": totals["entropy"] / max(totals["tokens"], 1.0),
     }
     for key in ("clip/low", "clip/high", "clip/region"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,9 +36,16 @@ def test_builds_tiny_model_when_missing(tmp_path):
     assert image_pad_token_id(processor) == model.config.image_token_id
 
 
-def test_missing_model_without_tiny_family_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="cannot load model"):
+def test_missing_model_without_tiny_family_is_a_user_error(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="neither a folder nor a cached hub model"):
         load_model_and_processor(config_for(tmp_path / "nowhere"))
+    # an uncached hub id on an offline node: one line, never a freshly built tiny model (tiny_family is off)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="hub is offline"):
+        load_model_and_processor(ModelConfig(name_or_path="Qwen/Not-Cached-VL-0B"))
+    assert not Path("Qwen").exists()
 
 
 def test_family_detection_and_unsupported_type(tiny_model_dirs, family, tmp_path):

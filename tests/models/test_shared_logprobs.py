@@ -174,7 +174,7 @@ def test_config_switch_reaches_every_logprob_pass(loaded, two_images, monkeypatc
     model, processor = loaded["qwen3_vl"]
     ids, mask = completions(processor)
     batch = {"prompt_inputs": chat_batch(processor, two_images), "completion_ids": ids, "completion_mask": mask}
-    ctx = SimpleNamespace(config=config)
+    ctx = SimpleNamespace(config=config, passes=1)  # passes: forwards every process runs (lockstep)
     [ref] = fixed_logps(ctx, model, [batch])
     loss, _ = micro_batch_loss(
         model, batch, torch.randn(6), ref, ref, config, num_micro_batches=1, global_num_tokens=25.0, num_processes=1
