@@ -84,8 +84,12 @@ def test_train_sh_runs_two_cpu_processes(tiny_overrides, tmp_path):
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "+ ACCELERATE_USE_CPU=1" in result.stderr and "torchrun --nproc_per_node 2" in result.stderr
+    assert (
+        "+ MMRL_ENGINE=ddp (no GPU: 2 CPU processes" in result.stderr and "torchrun --nproc_per_node 2" in result.stderr
+    )
     run_dir = tmp_path / "run"
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert (info["engine"], info["num_processes"]) == ("ddp", 2)  # the run folder says what ran
     assert [r["groups_used"] for r in _metrics(run_dir)] == [2]  # gathered from both processes
     assert {p.name for p in (run_dir / "checkpoint-000001").glob("rng_state_*.pt")} == {
         "rng_state_0.pt", "rng_state_1.pt"}  # fmt: skip
