@@ -37,13 +37,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from mmrl.errors import UserError
-from mmrl.models.prompts import build_messages, load_image, prompt_inputs
+from mmrl.models.prompts import build_messages
 from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, finish_rollout, token_ids
 from mmrl.rollout.vllm_wire import (
     ServerError,
@@ -71,7 +71,6 @@ class VLLMBackend:
         self.sender: Sender | None = None  # the NCCL broadcast, opened on the main process by `init_weight_sync`
         self.weight_pushes = 0
         self.pool = ThreadPoolExecutor(max_workers=rollout_config.vllm_concurrency, thread_name_prefix="vllm")
-        self.pending: dict[tuple[str, int], Future] = {}  # (sample id, seed) -> its request in flight
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 
@@ -147,34 +146,18 @@ class VLLMBackend:
             "return_tokens_as_token_ids": True,
         }
 
-    def prefetch(self, run: Any, indices: list[int], first: int, sample_seed: Callable[[int, int], int]) -> None:
-        """Send the requests of this process's share of a step at once (the server batches what is in flight);
-        `generate` then collects each sample's answer. Samples whose image or prompt fails are left to `make_group`,
-        which reports them; `first` is the stream position of this process's first sample and `sample_seed(seed,
-        position)` the trainer's sampling seed, as in `collect_groups` (no import of the training loop here)."""
-
-        self.pending.clear()
-        cfg = run.config
-        for offset, index in enumerate(indices):
-            sample = run.manifest.samples[index]
-            try:
-                image = load_image(sample, run.manifest.root, run.config.data)
-            except (OSError, ValueError):
-                continue
-            prompt_ids = prompt_inputs(run.processor, [sample], [image], cfg.data)["input_ids"]
-            if prompt_ids.shape[1] > cfg.rollout.max_prompt_length:
-                continue
-            seed = sample_seed(cfg.training.seed, first + offset)
-            self.pending[(sample.id, seed)] = self.pool.submit(
-                self.request_rollout, sample, image, prompt_ids.to(run.device), cfg.rollout.num_generations, seed
-            )
-
-    def generate(self, sample: Any, image: Any, prompt_ids: torch.Tensor, num_generations: int, seed: int) -> Rollout:
-        """G completions of one sample: its prefetched request's answer, or a request sent now."""
-        future = self.pending.pop((sample.id, seed), None)
-        if future is not None:
-            return future.result()
-        return self.request_rollout(sample, image, prompt_ids, num_generations, seed)
+    def generate_groups(
+        self,
+        samples: list[Any],
+        images: list[Any],
+        prompt_ids: list[torch.Tensor],
+        num_generations: int,
+        seeds: list[int],
+    ) -> list[Rollout]:
+        """G completions of each sample, the requests sent together (the server batches what is in flight)."""
+        futures = [self.pool.submit(self.request_rollout, *args, num_generations, seed)
+                   for *args, seed in zip(samples, images, prompt_ids, seeds, strict=True)]  # fmt: skip
+        return [future.result() for future in futures]
 
     def request_rollout(
         self, sample: Any, image: Any, prompt_ids: torch.Tensor, num_generations: int, seed: int

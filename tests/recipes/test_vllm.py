@@ -57,8 +57,7 @@ def test_generate_sends_the_prompt_with_its_image_and_the_sampling_parameters(se
     with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
         backend = _backend(config, processor, server.url_port)
         backend.check_pixel_budget()
-        rollout = backend.generate(sample, image, prompt["input_ids"], 4, seed=123)
-        again = backend.generate(sample, image, prompt["input_ids"], 4, seed=123)
+        rollout, again = backend.generate_groups([sample] * 2, [image] * 2, [prompt["input_ids"]] * 2, 4, [123, 123])
         body = server.calls("/v1/chat/completions")[0][2]
 
     # the request: mmrl's own user turn, question first, the image as a lossless PNG of the same pixels
@@ -84,7 +83,7 @@ def test_generate_sends_the_prompt_with_its_image_and_the_sampling_parameters(se
                                         rollout.truncated, strict=True):  # fmt: skip
         kept = row[mask.bool()]
         assert bool(cut) == (im_end not in kept.tolist())
-        assert text_out == processor.tokenizer.decode(kept, skip_special_tokens=True)
+        assert text_out == processor.tokenizer.decode([t for t in kept.tolist() if t != im_end])
         assert (rollout.sampling_logps[0][~rollout.completion_mask[0].bool()] == 0).all()
     assert (rollout.sampling_logps[rollout.completion_mask.bool()] <= 0).all()
 
@@ -116,7 +115,7 @@ def test_a_prompt_the_server_renders_differently_is_an_error(setup, tmp_path):
         backend = _backend(config, processor, server.url_port)
         backend.check_pixel_budget()  # the claim passes
         with pytest.raises(UserError, match="256 image tokens; server: .* 64 image tokens"):
-            backend.generate(sample, image, prompt["input_ids"], 2, seed=0)
+            backend.generate_groups([sample], [image], [prompt["input_ids"]], 2, [0])
 
 
 def test_no_server_is_a_clear_error(setup):
@@ -153,7 +152,6 @@ def test_training_generates_on_the_server_and_pushes_weights_after_each_step(tin
     assert calls == ["/v1/chat/completions"] * 2 + push + ["/v1/chat/completions"] * 2 + push
     assert sorted(g["seed"] for g in generations) == sorted(sample_seed(0, p) for p in range(4))  # sent together
     assert all(g["n"] == 4 for g in generations)
-    assert not run.vllm.pending  # every prefetched request was collected by the group it belongs to
     params = dict(run.unwrapped_model.named_parameters())
     assert len(sent) == 2 and run.vllm.weight_pushes == 2
     for info in updates:
