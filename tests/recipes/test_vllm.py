@@ -1,7 +1,8 @@
-"""The vLLM rollout backend against a fake server that records what it receives (tests/recipes/fake_vllm.py):
-prompts with their images and sampling parameters, completions turned into a Rollout, the pixel-budget checks, and
-the weight pushes of a training run. The NCCL broadcast itself needs CUDA and vLLM: in the training test a recorder
-stands in for it (`init_weight_sync` is replaced), and the HTTP side of the protocol is the real one."""
+"""The vLLM server backend (through TRL's VLLMClient) against a fake server that records what it receives
+(tests/recipes/fake_vllm.py): prompts with their images and sampling parameters, completions turned into a Rollout,
+the pixel-budget checks, retries and timeouts, and the weight pushes of a training run. vLLM is not installed here:
+TRL's client refuses to start without it, so `is_vllm_available` is patched to True; the NCCL broadcast itself needs
+CUDA and vLLM, so a recorder stands in for it (and for opening the group). The HTTP side is TRL's own."""
 
 import base64
 import io
@@ -20,13 +21,20 @@ from mmrl.models.prompts import load_image, prompt_inputs, question_text
 from mmrl.rl.groups import sample_seed
 from mmrl.rl.loop import train
 from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, token_ids
-from mmrl.rollout.vllm import VLLMBackend
+from mmrl.rollout.vllm import VLLMBackend, make_client
 
 from .conftest import RECIPES
 from .fake_vllm import FakeVLLM
 
 RECIPE = "defacto_qwen2_5_vl_7b"
 BUDGET = (3136, 1003520)  # the recipe's model.min_pixels / max_pixels
+
+
+@pytest.fixture(autouse=True)
+def trl_client_without_vllm(monkeypatch):
+    import trl.generation.vllm_client as client
+
+    monkeypatch.setattr(client, "is_vllm_available", lambda *args, **kwargs: True)
 
 
 @pytest.fixture
@@ -46,9 +54,7 @@ def setup(tiny_overrides):
 def _backend(config, processor, port: int) -> VLLMBackend:
     config.rollout.vllm_port = port
     config.rollout.vllm_timeout = 10.0
-    backend = VLLMBackend(config.rollout, config.model, config.data, processor)
-    backend.wait_for_server()
-    return backend
+    return VLLMBackend(config.rollout, config.model, config.data, processor, make_client(config.rollout))
 
 
 def test_generate_sends_the_prompt_with_its_image_and_the_sampling_parameters(setup):
@@ -70,7 +76,7 @@ def test_generate_sends_the_prompt_with_its_image_and_the_sampling_parameters(se
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(image))
     assert (body["n"], body["temperature"], body["top_p"], body["top_k"], body["max_tokens"], body["seed"]) == (
         4, 1.0, 1.0, 5, 12, 123)  # fmt: skip
-    assert body["model"] == "fake-qwen" and body["return_token_ids"] and body["logprobs"]
+    assert body["model"] == "fake-qwen" and body["return_token_ids"] and body["logprobs"] and body["top_logprobs"] == 0
     assert body["stop_token_ids"] == token_ids(processor, STOP_TOKENS)
     assert {int(k): v for k, v in body["logit_bias"].items()} == dict.fromkeys(
         token_ids(processor, SUPPRESSED_TOKENS), -100)  # fmt: skip
@@ -114,7 +120,7 @@ def test_a_prompt_the_server_renders_differently_is_an_error(setup, tmp_path):
     with FakeVLLM(config.model.name_or_path, 3136, 50176, advertised=claim) as server:
         backend = _backend(config, processor, server.url_port)
         backend.check_pixel_budget()  # the claim passes
-        with pytest.raises(UserError, match="256 image tokens; server: .* 64 image tokens"):
+        with pytest.raises(UserError, match="256 image tokens; vLLM: .* 64 image tokens"):
             backend.generate_groups([sample], [image], [prompt["input_ids"]], 2, [0])
 
 
@@ -122,22 +128,49 @@ def test_no_server_is_a_clear_error(setup):
     config, processor, _, _ = setup()
     config.rollout.vllm_port, config.rollout.vllm_timeout = 9, 0.5  # nothing listens on the discard port
     with pytest.raises(UserError, match="no vLLM server at http://127.0.0.1:9"):
-        VLLMBackend(config.rollout, config.model, config.data, processor).wait_for_server()
+        make_client(config.rollout)
 
 
 def test_weight_sync_needs_cuda(setup):
     config, processor, _, _ = setup()
-    backend = VLLMBackend(config.rollout, config.model, config.data, processor)
-    with pytest.raises(UserError, match="CUDA"):
-        backend.init_weight_sync(torch.device("cpu"))
+    with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
+        backend = _backend(config, processor, server.url_port)
+        with pytest.raises(UserError, match="CUDA"):
+            backend.init_weight_sync(torch.device("cpu"))
+
+
+def test_a_failing_server_is_retried_then_a_clear_error(setup):
+    config, processor, sample, image = setup("rollout.max_completion_length=6", "rollout.vllm_retries=2")
+    prompt_ids = prompt_inputs(processor, [sample], [image], config.data)["input_ids"]
+    with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
+        backend = _backend(config, processor, server.url_port)
+        server.failures = [503, 502]  # two overloaded answers, then a good one: the retries get it
+        (rollout,) = backend.generate_groups([sample], [image], [prompt_ids], 2, [7])
+        assert len(server.calls("/v1/chat/completions")) == 3 and rollout.completion_ids.shape[0] == 2
+        server.failures = [503, 503, 503]  # more than the retries
+        with pytest.raises(UserError, match=f"sample {sample.id}: the vLLM server failed after retries: .*503"):
+            backend.generate_groups([sample], [image], [prompt_ids], 2, [7])
+        server.failures, server.delay = [], 1.0  # an answer slower than the timeout, every try
+        config.rollout.vllm_retries, config.rollout.vllm_timeout = 0, 0.3
+        slow = VLLMBackend(config.rollout, config.model, config.data, processor, make_client(config.rollout))
+        with pytest.raises(UserError, match="failed after retries: .*[Tt]imed? ?out"):
+            slow.generate_groups([sample], [image], [prompt_ids], 2, [7])
 
 
 def test_training_generates_on_the_server_and_pushes_weights_after_each_step(tiny_overrides, monkeypatch):
+    import trl.generation.vllm_client as client
+
     sent: list[dict[str, torch.Tensor]] = []
 
-    def init_weight_sync(self, device):  # the NCCL group (CUDA + vLLM) replaced by a recorder of the tensors
-        self.sender = lambda named: sent.append({name: t.clone() for name, t in named})
+    def broadcast(iterator, group, src, post_iter_func):  # the NCCL broadcast (CUDA + vLLM) replaced by a recorder
+        assert group == "nccl-group" and src == 0
+        sent.append({name: post_iter_func((name, t)).clone() for name, t in iterator})
 
+    def init_weight_sync(self, device):  # opening the NCCL group, likewise
+        self.client.communicator = "nccl-group"
+
+    monkeypatch.setattr(client, "_HAS_STATEFUL_TRAINER_ENGINE", True)
+    monkeypatch.setattr(client, "packed_nccl_broadcast_producer", broadcast, raising=False)
     monkeypatch.setattr(VLLMBackend, "init_weight_sync", init_weight_sync)
     config = load_config(TrainConfig, RECIPES / f"{RECIPE}.yaml", tiny_overrides(RECIPE))
     with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
