@@ -48,7 +48,7 @@ class Run:
     pad_token_id: int
     step: int = 0
     timers: dict[str, float] = field(default_factory=dict)
-    vllm: Any = None  # mmrl.rollout.vllm.VLLMBackend when rollout.backend is "vllm"
+    vllm: Any = None  # the vLLM backend (mmrl.rollout.vllm: server, or colocated) when rollout.backend is vllm*
 
     @property
     def device(self) -> torch.device:
@@ -98,8 +98,8 @@ def setup(config: TrainConfig) -> Run:
         stream.load_state_dict(resumed.trainer_state["data"])
         if accelerator.is_main_process:
             print(f"mmrl: resumed from {latest} (step {run.step})")
-    if config.rollout.backend == "vllm":
-        run.vllm = connect(run)  # checks the server's pixel budget; pushes the weights when resumed
+    if config.rollout.backend != "hf":
+        run.vllm = connect(run)  # server: checks its pixel budget; colocated: starts the engine; resumed: weights
     return run
 
 

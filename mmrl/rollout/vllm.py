@@ -39,6 +39,7 @@ import torch
 
 from mmrl.errors import UserError
 from mmrl.models.prompts import build_messages
+from mmrl.rollout.colocate import ColocateBackend, VLLMEngine
 from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, token_ids
 from mmrl.rollout.vllm_wire import check_prompt, find_key, pixel_budget, to_rollout
 
@@ -204,14 +205,41 @@ def policy_weights(run: Any, every_process: bool = False) -> list[tuple[str, tor
     return list(merged_weights(run.unwrapped_model))
 
 
-def connect(run: Any) -> VLLMBackend:
-    """The backend of a training run: server reachable, pixel budget equal, and (main process) weights in sync."""
+def connect(run: Any) -> Any:
+    """The vLLM backend of a training run. Server: reachable, pixel budget equal, (main process) weight group open.
+    Colocated: an engine on this process's GPU (shared by its tensor-parallel group)."""
     config = run.config
+    if config.rollout.backend == "vllm_colocate":
+        return connect_colocated(run)
     backend = VLLMBackend(config.rollout, config.model, config.data, run.processor, make_client(config.rollout))
     backend.check_pixel_budget()
     if run.accelerator.is_main_process:
         backend.init_weight_sync(run.device)
     if run.step > 0:  # resumed: the server still holds the initial weights
+        sync_weights(run, backend)
+    return backend
+
+
+def connect_colocated(run: Any) -> ColocateBackend:
+    """A colocated engine per process (one per tensor-parallel group of consecutive processes); DDP or one GPU."""
+    from accelerate.utils import DistributedType
+
+    acc, cfg = run.accelerator, run.config.rollout
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise UserError(
+            "rollout.backend=vllm_colocate loads the full weights into each process's engine: use it with DDP or one "
+            "GPU; with DeepSpeed or FSDP use a vLLM server (rollout.backend=vllm)"
+        )
+    tp = cfg.vllm_tensor_parallel_size
+    if acc.num_processes % tp:
+        raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {acc.num_processes} processes")
+    tp_group = None
+    if tp > 1:  # consecutive ranks share an engine: [0..tp-1], [tp..2tp-1], ...
+        ranks = [list(range(i, i + tp)) for i in range(0, acc.num_processes, tp)]
+        tp_group, _ = torch.distributed.new_subgroups_by_enumeration(ranks)
+    engine = VLLMEngine(run.config.model.name_or_path, cfg, run.config.model, acc.process_index // tp)
+    backend = ColocateBackend(engine, cfg, run.processor, lambda: policy_weights(run, every_process=True), tp_group)
+    if run.step > 0:  # resumed: the engine loaded the initial weights from the folder
         sync_weights(run, backend)
     return backend
 

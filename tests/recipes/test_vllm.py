@@ -18,6 +18,7 @@ from mmrl.data.manifest import read_manifest
 from mmrl.errors import UserError
 from mmrl.models.loading import load_model_and_processor
 from mmrl.models.prompts import load_image, prompt_inputs, question_text
+from mmrl.rl import algo
 from mmrl.rl.groups import sample_seed
 from mmrl.rl.loop import train
 from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, token_ids
@@ -194,3 +195,93 @@ def test_training_generates_on_the_server_and_pushes_weights_after_each_step(tin
         torch.testing.assert_close(sent[-1][name], param.detach().to(torch.bfloat16), atol=0, rtol=0)
     rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r["time/weight_sync"] >= 0 for r in rows)
+
+
+# --- colocated: an in-process engine behind mmrl.rollout.colocate.Engine, driven here by a recording double ---
+
+
+class RecordingEngine:
+    """Stands in for `vllm.LLM` (no CUDA here): echoes the prompt ids it gets, samples random tokens from each
+    request's seed (never a suppressed one), and records every call."""
+
+    def __init__(self, model_path, rollout_config, model_config, seed):
+        self.calls: list[tuple] = [("init", model_path, seed)]
+        self.awake = {"weights", "kv_cache"}
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def generate(self, prompts, sampling):
+        import random
+
+        assert self.awake == {"weights", "kv_cache"}, "generate needs the weights and the cache awake"
+        self.calls.append(("generate", [s["seed"] for s in sampling], [s["n"] for s in sampling]))
+        out = []
+        for prompt, s in zip(prompts, sampling, strict=True):
+            assert prompt["multi_modal_data"]["image"].mode == "RGB"
+            banned = set(s["logit_bias"]) | set(s["stop_token_ids"])
+            completions, logps = [], []
+            for k in range(s["n"]):
+                rng = random.Random(s["seed"] * 1000 + k)
+                length = rng.randint(1, s["max_tokens"])
+                ids = [rng.choice([i for i in range(300) if i not in banned]) for _ in range(length)]
+                if length < s["max_tokens"]:
+                    ids[-1] = s["stop_token_ids"][0]
+                completions.append(ids)
+                logps.append([-rng.random() for _ in ids])
+            out.append((prompt["prompt_token_ids"], completions, logps))
+        return out
+
+    def sleep(self):
+        self.calls.append(("sleep",))
+        self.awake = set()
+
+    def wake_up(self, tags):
+        self.calls.append(("wake_up", tuple(tags)))
+        self.awake |= set(tags)
+
+    def load_weights(self, named):
+        assert "weights" in self.awake
+        self.weights = {name: t.clone() for name, t in named}
+        self.calls.append(("load_weights", len(self.weights)))
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset_prefix_cache",))
+
+
+def test_colocated_engine_sleeps_during_the_update_and_gets_the_weights_after_each_step(tiny_overrides, monkeypatch):
+    import mmrl.rollout.vllm as vllm_backend
+
+    engines: list[RecordingEngine] = []
+    monkeypatch.setattr(vllm_backend, "VLLMEngine", lambda *args: engines.append(RecordingEngine(*args)) or engines[-1])
+    corrected: list[torch.Tensor] = []
+    real_correction = algo.sampler_correction
+
+    def correction(*args, **kwargs):  # the sampler correction runs, on the engine's log-probs
+        corrected.append(real_correction(*args, **kwargs))
+        return corrected[-1]
+
+    monkeypatch.setattr(algo, "sampler_correction", correction)
+    config = load_config(
+        TrainConfig, RECIPES / f"{RECIPE}.yaml", [*tiny_overrides(RECIPE), "rollout.backend=vllm_colocate"]
+    )
+    run = train(config)
+    (engine,) = engines
+    names = [c[0] for c in engine.calls]
+    step = ["wake_up", "generate", "sleep", "wake_up", "load_weights", "reset_prefix_cache"]
+    assert names == ["init", *step, *step]
+    assert engine.calls[1] == ("wake_up", ("kv_cache",)) and engine.calls[4] == ("wake_up", ("weights",))
+    seeds = [seed for c in engine.calls if c[0] == "generate" for seed in c[1]]
+    assert sorted(seeds) == sorted(sample_seed(0, p) for p in range(4))  # one call a step, both samples in it
+    assert all(n == 4 for c in engine.calls if c[0] == "generate" for n in c[2])
+    params = dict(run.unwrapped_model.named_parameters())
+    assert list(engine.weights) == list(params) and run.vllm.weight_pushes == 2
+    for name, param in params.items():  # the engine holds the final weights
+        torch.testing.assert_close(engine.weights[name], param.detach(), atol=0, rtol=0)
+    assert corrected and all(((w >= 0) & (w <= 3.0)).all() for w in corrected)  # truncated at the cap
+
+
+def test_colocated_without_vllm_is_a_clear_error(tiny_overrides):
+    config = load_config(
+        TrainConfig, RECIPES / f"{RECIPE}.yaml", [*tiny_overrides(RECIPE), "rollout.backend=vllm_colocate"]
+    )
+    with pytest.raises(UserError, match="vllm_colocate needs vLLM"):
+        train(config)
