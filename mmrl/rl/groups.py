@@ -177,6 +177,7 @@ def group_rows(run: Any, groups: list[Group], rows: list[int], num_generations: 
     ids = torch.stack([right_pad(g.completion_ids[i], pad_id) for g, i in pairs])  # (rows, T)
     mask = torch.stack([right_pad(g.completion_mask[i], 0) for g, i in pairs])
     batch = {"prompt_inputs": inputs, "completion_ids": ids.to(run.device), "completion_mask": mask.to(run.device)}
-    if run.config.rollout.importance_correction:  # the sampler's log-probs, for the vLLM mismatch correction
+    if getattr(run, "vllm", None) is not None and run.config.rollout.importance_correction:
+        # the vLLM sampler's log-probs, for its mismatch correction in the loss
         batch["sampling_logps"] = torch.stack([right_pad(g.sampling_logps[i], 0) for g, i in pairs]).to(run.device)
     return batch
