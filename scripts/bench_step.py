@@ -1,6 +1,6 @@
 """Benchmark: one GRPO step of mmrl against TRL 1.16's GRPOTrainer, same model, data and settings, alternating.
 
-    .venv/bin/python scripts/bench_step.py [--steps 5] [--warmup 1] [--batch 2] [--gpu]
+    .venv/bin/python scripts/bench_step.py [--steps 5] [--warmup 1] [--batch 2] [--gpu] [--plain]
 
 CPU (default): a random-initialised Qwen2.5-VL of hidden 256, 4 decoder layers (vision depth 2), 448x448 images at
 a pixel budget of exactly 448*448 (256 merged visual tokens each), G = 8, 48-token completions, beta 0.04 (so both
@@ -18,8 +18,9 @@ sides, so every completion runs to max_completion_length (TRL: `generation_kwarg
 the same tokens added to `mmrl.rollout.hf.SUPPRESSED_TOKENS`, the list its sampler suppresses).
 
 The steps alternate in one process: TRL's trainer runs its own loop, and a callback at the end of each of its steps
-runs one mmrl step with sharing on and one with sharing off (mmrl's own phase functions from `mmrl.rl.loop`:
-collect_groups -> advantages -> reference log-probs -> policy_update). TRL's step time is from its step begin to
+runs one mmrl step (and with `--plain` one with prompt sharing off, each sample generated on its own) with mmrl's
+own phase functions (`mmrl.rl.groups.collect_groups`, one generation for the step's B prompts -> advantages ->
+reference log-probs -> policy_update). TRL's step time is from its step begin to
 its step end. Memory: the peak during each step above what was in use when it began; on CUDA from
 torch.cuda.max_memory_allocated (reset before each step), on the CPU from the RSS (a sampling thread, 2 ms; the heap
 is trimmed with malloc_trim first so freed memory does not hide a step's allocations), since both trainers live in
