@@ -1,6 +1,6 @@
 """Benchmark: one GRPO step of mmrl against TRL 1.16's GRPOTrainer, same model, data and settings, alternating.
 
-    .venv/bin/python scripts/bench_step.py [--steps 5] [--warmup 1] [--batch 2] [--gpu]
+    .venv/bin/python scripts/bench_step.py [--steps 5] [--warmup 1] [--batch 2] [--gpu] [--plain]
 
 CPU (default): a random-initialised Qwen2.5-VL of hidden 256, 4 decoder layers (vision depth 2), 448x448 images at
 a pixel budget of exactly 448*448 (256 merged visual tokens each), G = 8, 48-token completions, beta 0.04 (so both
@@ -18,8 +18,9 @@ sides, so every completion runs to max_completion_length (TRL: `generation_kwarg
 the same tokens added to `mmrl.rollout.hf.SUPPRESSED_TOKENS`, the list its sampler suppresses).
 
 The steps alternate in one process: TRL's trainer runs its own loop, and a callback at the end of each of its steps
-runs one mmrl step with sharing on and one with sharing off (mmrl's own phase functions from `mmrl.rl.loop`:
-collect_groups -> advantages -> reference log-probs -> policy_update). TRL's step time is from its step begin to
+runs one mmrl step (and with `--plain` one with prompt sharing off, each sample generated on its own) with mmrl's
+own phase functions (`mmrl.rl.groups.collect_groups`, one generation for the step's B prompts -> advantages ->
+reference log-probs -> policy_update). TRL's step time is from its step begin to
 its step end. Memory: the peak during each step above what was in use when it began; on CUDA from
 torch.cuda.max_memory_allocated (reset before each step), on the CPU from the RSS (a sampling thread, 2 ms; the heap
 is trimmed with malloc_trim first so freed memory does not hide a step's allocations), since both trainers live in
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="prompts per step (B*G completions)")
     parser.add_argument("--gpu", action="store_true", help="the 3B-shaped bf16 model on CUDA")
     parser.add_argument("--beta", type=float, default=BETA, help="KL coefficient of both trainers (0: no reference)")
+    parser.add_argument("--plain", action="store_true", help="also time mmrl with prompt sharing off (per sample)")
     args = parser.parse_args()
     if args.gpu and not torch.cuda.is_available():
         print("--gpu: no CUDA device here, skipped")
@@ -222,7 +224,8 @@ def main() -> None:
         generation_kwargs={"suppress_tokens": suppressed}, model_init_kwargs={"dtype": "bfloat16" if args.gpu else
         "float32"}, seed=0,
     )  # fmt: skip
-    results: dict[str, list] = {"trl": [], "mmrl": [], "mmrl_plain": []}
+    arms = (("mmrl", True), ("mmrl_plain", False)) if args.plain else (("mmrl", True),)
+    results: dict[str, list] = {"trl": [], **{key: [] for key, _ in arms}}
 
     class Alternate(TrainerCallback):
         def on_step_begin(self, *unused, **kw):
@@ -238,13 +241,13 @@ def main() -> None:
             lengths = {metrics["completions/min_length"][-1], metrics["completions/max_length"][-1]}
             assert lengths == {COMPLETION}, f"TRL's completions must all be {COMPLETION} tokens, got {lengths}"
             results["trl"].append((elapsed, self.memory.used_mib, {}))
-            for key, share in (("mmrl", True), ("mmrl_plain", False)):
+            for key, share in arms:
                 with Memory() as memory:
                     times = mmrl_step(run, share)
                 results[key].append((times["time/step"], memory.used_mib, times))
             n = len(results["trl"])
-            print(f"step {n}: trl {elapsed:.2f}s, mmrl {results['mmrl'][-1][0]:.2f}s, "
-                  f"mmrl sharing off {results['mmrl_plain'][-1][0]:.2f}s", flush=True)  # fmt: skip
+            plain = f", mmrl sharing off {results['mmrl_plain'][-1][0]:.2f}s" if args.plain else ""
+            print(f"step {n}: trl {elapsed:.2f}s, mmrl {results['mmrl'][-1][0]:.2f}s{plain}", flush=True)
 
     trainer = GRPOTrainer(
         model=str(model_path), reward_funcs=reward, args=trl_args, train_dataset=Dataset.from_list(rows),
@@ -261,16 +264,19 @@ def main() -> None:
     print(f"\n{device}; B={args.batch} prompts x G={G}, {COMPLETION}-token completions, 256 visual tokens per image, "
           f"{args.steps} measured steps after {args.warmup} warm-up")  # fmt: skip
     memory_kind = "peak GPU memory above the step's start" if args.gpu else "peak RSS above the step's start"
-    for key, label in (("trl", "TRL GRPOTrainer"), ("mmrl", "mmrl (sharing on)"), ("mmrl_plain", "mmrl (sharing off)")):
+    labels = {"trl": "TRL GRPOTrainer", "mmrl": "mmrl (sharing on)", "mmrl_plain": "mmrl (sharing off)"}
+    for key in results:
+        label = labels[key]
         median, low, high, mem = summary(key)
         tokens = args.batch * G * COMPLETION / median
         print(f"{label:20s} step median {median:6.2f}s (min {low:.2f}, max {high:.2f}); {memory_kind} {mem:8.1f} MiB; "
               f"{tokens:7.1f} completion tokens/s")  # fmt: skip
     phases = {k: statistics.median(p[k] for _, _, p in results["mmrl"][args.warmup :]) for k in results["mmrl"][0][2]}
     print("mmrl phases (median s): " + ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in phases.items()))
-    plain = {k: statistics.median(p[k] for _, _, p in results["mmrl_plain"][args.warmup :]) for k in phases}
-    print("mmrl sharing off phases: " + ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in plain.items()))
-    print(f"ratio mmrl sharing off/trl: {summary('mmrl_plain')[0] / summary('trl')[0]:.2f}")
+    if args.plain:
+        plain = {k: statistics.median(p[k] for _, _, p in results["mmrl_plain"][args.warmup :]) for k in phases}
+        print("mmrl sharing off phases: " + ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in plain.items()))
+        print(f"ratio mmrl sharing off/trl: {summary('mmrl_plain')[0] / summary('trl')[0]:.2f}")
     print(f"ratio mmrl/trl: {summary('mmrl')[0] / summary('trl')[0]:.2f}")
 
 

@@ -71,14 +71,33 @@ class RolloutConfig:
     max_completion_length: int = 64
     # share each group's prompt (prefill once, expand the cache); off = the plain repeated computation
     share_prompt: bool = True
-    # "hf": generate with the policy itself; "vllm": a vLLM server generates and gets the weights after each step
-    # (mmrl.rollout.vllm, docs/launching.md)
-    backend: Literal["hf", "vllm"] = "hf"
+    # prompts per HF generation call (0: all of a process's samples in one; lower it only if B x G rows don't fit)
+    generation_batch_size: int = 0
+    # "hf": generate with the policy itself; "vllm": a vLLM server generates (through TRL's VLLMClient) and gets the
+    # weights after each step; "vllm_colocate": an in-process vLLM engine on the training GPUs, asleep during the
+    # update, weights loaded after each step (mmrl.rollout.vllm, mmrl.rollout.colocate, docs/launching.md)
+    backend: Literal["hf", "vllm", "vllm_colocate"] = "hf"
     vllm_host: str = "127.0.0.1"
     vllm_port: int = 8000
     vllm_timeout: float = 300.0  # seconds: waiting for the server at start, and for each request
+    vllm_retries: int = 3  # retries of a failed request (connection, read, HTTP 500/502/503), backing off
     vllm_group_port: int = 51216  # the NCCL group that carries the weights to the server
     vllm_concurrency: int = 32  # requests (one per sample) in flight per training process
+    vllm_tensor_parallel_size: int = 1  # colocate: GPUs of the node one engine spans
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of each GPU the engine may take (the rest trains)
+    vllm_max_model_len: int = 0  # colocate: the engine's context (0: max_prompt_length + max_completion_length)
+    # the sampler/trainer mismatch correction with vLLM (TRL's vllm_importance_sampling_*): the loss of each token is
+    # weighted by rho = exp(trainer logp - sampler logp), truncated at the cap (*_truncate) or zeroed above it (*_mask)
+    vllm_importance_sampling: bool = True
+    vllm_importance_sampling_mode: Literal["token_truncate", "sequence_truncate", "token_mask", "sequence_mask"] = (
+        "token_truncate"
+    )
+    vllm_importance_sampling_cap: float = 3.0
+
+    @property
+    def importance_correction(self) -> bool:
+        """Whether the loss corrects for the sampler/trainer mismatch (vLLM backends only: HF samples the policy)."""
+        return self.backend != "hf" and self.vllm_importance_sampling
 
     def validate(self) -> None:
         for name in ("vllm_port", "vllm_group_port"):
@@ -86,6 +105,18 @@ class RolloutConfig:
                 raise ValueError(f"rollout.{name} must be a TCP port (1-65535), got {getattr(self, name)}")
         if self.vllm_timeout <= 0 or self.vllm_concurrency < 1:
             raise ValueError("rollout.vllm_timeout must be positive and rollout.vllm_concurrency >= 1")
+        if self.vllm_retries < 0 or self.generation_batch_size < 0 or self.vllm_max_model_len < 0:
+            raise ValueError(
+                "rollout.vllm_retries, rollout.generation_batch_size and rollout.vllm_max_model_len must be >= 0"
+            )
+        if self.vllm_tensor_parallel_size < 1 or not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(
+                "rollout.vllm_tensor_parallel_size must be >= 1 and rollout.vllm_gpu_memory_utilization in (0, 1]"
+            )
+        if self.vllm_importance_sampling_cap <= 1:
+            raise ValueError(
+                f"rollout.vllm_importance_sampling_cap must be above 1, got {self.vllm_importance_sampling_cap}"
+            )
         if self.num_generations < 2:
             raise ValueError("rollout.num_generations must be at least 2 (advantages need a group)")
         if self.temperature <= 0:

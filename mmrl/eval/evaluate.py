@@ -40,7 +40,7 @@ from mmrl.rewards.compose import score_completions
 from mmrl.rewards.format import format_reward
 from mmrl.rewards.grounding import grounding_stats, predicted_boxes
 from mmrl.rewards.parsing import extract_answer
-from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, completion_mask_from_ids, token_ids
+from mmrl.rollout.hf import STOP_TOKENS, completion_mask_from_ids, decode_completions, generation_kwargs, token_ids
 from mmrl.types import Box, Variant
 
 CONFIG_FILE = "mmrl_config.yaml"
@@ -92,11 +92,7 @@ def greedy_completions(
 
     device = device or next(model.parameters()).device
     stop_ids = token_ids(processor, STOP_TOKENS)
-    kwargs = {
-        "do_sample": False, "max_new_tokens": max_new_tokens, "eos_token_id": stop_ids, "pad_token_id": stop_ids[-1],
-        "suppress_tokens": token_ids(processor, SUPPRESSED_TOKENS), "use_cache": True,
-        "temperature": None, "top_p": None, "top_k": None,
-    }  # fmt: skip
+    kwargs = generation_kwargs(processor, max_new_tokens)  # greedy
     was_training = model.training
     model.eval()
     texts: list[str] = []
@@ -108,10 +104,7 @@ def greedy_completions(
                 inputs = {k: v.to(device) for k, v in inputs.items()}
                 ids = model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1] :]  # (B, T)
                 mask, _ = completion_mask_from_ids(ids, stop_ids)
-                texts += [
-                    processor.tokenizer.decode(row[m.bool()], skip_special_tokens=True)
-                    for row, m in zip(ids.cpu(), mask.cpu(), strict=True)
-                ]
+                texts += decode_completions(processor, ids.cpu(), mask.cpu())
     finally:
         model.train(was_training)
     return texts

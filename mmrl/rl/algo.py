@@ -13,6 +13,9 @@ B completions in a micro-batch; T completion tokens (right-padded, `mask` is 1 o
 - per-token loss: -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) + beta * rho * k3, with
   k3 = exp(ref - logp) - (ref - logp) - 1 (Schulman's unbiased, non-negative KL estimator) and the factor rho only
   with `kl_bias_correction` (TRL 1.16's default).
+- sampler mismatch (vLLM, TRL's `vllm_importance_sampling_*`): w = exp(trainer logp - sampler logp) per token, or
+  exp of its sum over the sequence; `*_truncate` caps w at C, `*_mask` sets w above C to 0; the policy term of the
+  per-token loss (not the KL) is multiplied by w, which carries no gradient.
 - aggregation over a micro-batch, with M micro-batches accumulated into one optimiser step:
   grpo: mean over sequences of each sequence's token mean, / M;  bnpo: token sum / the micro-batch's tokens, / M;
   dr_grpo: token sum / (B * max_completion_length), / M;  dapo: token sum / (this process's share of the tokens of
@@ -112,16 +115,20 @@ def per_token_loss(
     beta: float = 0.0,
     ref_logps: torch.Tensor | None = None,
     kl_bias_correction: bool = True,
+    sampler_weights: torch.Tensor | None = None,
 ) -> TokenLoss:
     """The clipped surrogate (negated, to minimise) plus beta * k3 KL, before any aggregation.
 
     `kl_bias_correction` (TRL's `use_bias_correction_kl`, on by default in TRL 1.16) multiplies the KL by rho, the
     importance ratio, gradient included: the samples come from the old policy, so this makes the KL term's gradient
-    unbiased; its value is unchanged on-policy (rho = 1) but its gradient is not."""
+    unbiased; its value is unchanged on-policy (rho = 1) but its gradient is not. `sampler_weights`
+    (`sampler_correction`) multiply the surrogate, before the KL is added, as TRL does."""
     advantages = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages  # (B, 1)
     ratio = torch.exp(importance_log_weights(logps, old_logps, mask, level))
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     loss = -torch.min(ratio * advantages, clipped * advantages)
+    if sampler_weights is not None:  # (B, T) or (B, 1): the vLLM sampler's mismatch correction, policy term only
+        loss = loss * sampler_weights
     kl = None
     if beta != 0.0:
         if ref_logps is None:
@@ -185,3 +192,40 @@ def clip_masks(
     """
     adv = advantages.unsqueeze(-1)  # (B, 1)
     return (ratio < 1 - epsilon_low) & (adv < 0), (ratio > 1 + epsilon_high) & (adv > 0)
+
+
+SamplerCorrection = Literal["token_truncate", "sequence_truncate", "token_mask", "sequence_mask"]
+
+
+def sampler_correction(
+    trainer_logps: torch.Tensor,
+    sampler_logps: torch.Tensor,
+    mask: torch.Tensor,
+    mode: SamplerCorrection = "token_truncate",
+    cap: float = 3.0,
+) -> torch.Tensor:
+    """Importance weights for completions sampled by another engine (vLLM) than the one that trains, detached.
+
+    w = exp(trainer - sampler) per token (B, T), or exp(sum over the sequence's tokens) per sequence (B, 1);
+    truncated at `cap`, or set to 0 above it (mask modes). Padding positions give log-ratio 0, and so does a NaN
+    sampler log-prob (a server that sent none): weight 1, no correction. As TRL 1.16 computes it.
+
+    >>> t = torch.tensor([[-1.0, -2.0, 0.0]]); s = torch.tensor([[-1.5, -0.5, -9.0]]); m = torch.tensor([[1.0, 1, 0]])
+    >>> [round(w, 4) for w in sampler_correction(t, s, m).tolist()[0]]  # e^0.5, e^-1.5, padding
+    [1.6487, 0.2231, 1.0]
+    >>> round(sampler_correction(t, s, m, "sequence_truncate").item(), 4)  # e^(0.5 - 1.5) = e^-1
+    0.3679
+    >>> sampler_correction(t, s - 2.0, m, "token_mask").tolist()  # e^2.5 = 12.2 > 3 -> 0; e^0.5 = 1.65 stays
+    [[0.0, 1.6487212181091309, 1.0]]
+    """
+    log_ratio = torch.nan_to_num((trainer_logps.detach() - sampler_logps) * mask, nan=0.0)  # (B, T)
+    if mode.startswith("sequence"):
+        log_ratio = log_ratio.sum(-1, keepdim=True)  # (B, 1)
+    elif not mode.startswith("token"):
+        raise ValueError(f"unknown sampler correction {mode!r}")
+    weights = torch.exp(log_ratio)
+    if mode.endswith("truncate"):
+        return weights.clamp(max=cap)
+    if mode.endswith("mask"):
+        return weights.masked_fill(weights > cap, 0.0)
+    raise ValueError(f"unknown sampler correction {mode!r}")

@@ -1,8 +1,11 @@
 """Phases 1-2 of a GRPO step: draw this process's samples, roll out G completions each, score them.
 
-The G completions of one sample are one contiguous `Group`. The sampling RNG of a sample is seeded from
-(`training.seed`, the sample's position in the stream), so completions depend neither on the number of processes
-nor on a resume. `group_rows` turns any rows of the step's groups into model inputs for the log-prob passes.
+The G completions of one sample are one contiguous `Group`. One generation per step: every usable sample of this
+process's share goes to the rollout backend at once (the HF sampler prefills each prompt once and decodes all B x G
+rows together, in chunks of `rollout.generation_batch_size` prompts when set; a vLLM backend gets all requests at
+once). The sampling RNG of a sample is seeded from (`training.seed`, the sample's position in the stream), so its
+completions depend neither on the number of processes, nor on a resume, nor on the other samples of the batch.
+`group_rows` turns any rows of the step's groups into model inputs for the log-prob passes.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import torch
 from trl.models.utils import unwrap_model_for_generation
 
 from mmrl.data.manifest import SampleError
+from mmrl.models.inputs import ROW_KEYS
 from mmrl.models.prompts import load_image, prompt_inputs
 from mmrl.rewards.compose import score_completions
 from mmrl.rl import algo
 from mmrl.rl.dist import all_reduce, any_process, timed
-from mmrl.rollout.hf import generate_completions
+from mmrl.rollout.hf import Rollout, generate_completions
 
 
 @dataclass
@@ -35,10 +39,21 @@ class Group:
     truncated: torch.Tensor  # (G,)
     rewards: torch.Tensor  # (G,)
     terms: dict[str, list[float | None]] = field(default_factory=dict)
+    sampling_logps: torch.Tensor | None = None  # (G, T): the sampler's log-probs (vLLM: its importance correction)
 
     @property
     def zero_spread(self) -> bool:
         return bool(algo.group_advantages(self.rewards, len(self.rewards), "none").zero_spread.item())
+
+
+@dataclass
+class Prepared:
+    """A sample ready to roll out: its image, its prompt row on the device, its sampling seed."""
+
+    sample: Any
+    image: Any
+    prompt: dict[str, torch.Tensor]
+    seed: int
 
 
 def sample_seed(seed: int, position: int) -> int:
@@ -46,8 +61,8 @@ def sample_seed(seed: int, position: int) -> int:
     return (seed * 1_000_003 + position * 7_919 + 17) % (2**62)
 
 
-def make_group(run: Any, model: Any, sample: Any, position: int) -> Group:
-    """Prompt, G sampled completions and rewards of one sample; raises SampleError when it can't be used."""
+def prepare(run: Any, sample: Any, position: int) -> Prepared:
+    """Image, prompt and seed of one sample; raises SampleError when it can't be used."""
     cfg = run.config
     try:
         image = load_image(sample, run.manifest.root, cfg.data)
@@ -57,23 +72,60 @@ def make_group(run: Any, model: Any, sample: Any, position: int) -> Group:
     if prompt["input_ids"].shape[1] > cfg.rollout.max_prompt_length:  # never cut: that would cut image tokens
         raise SampleError(f"sample {sample.id}: prompt of {prompt['input_ids'].shape[1]} tokens is too long")
     prompt = {k: v.to(run.device) for k, v in prompt.items()}
-    seed = sample_seed(cfg.training.seed, position)
-    with timed(run.timers, "generate"), torch.random.fork_rng(devices=_rng_devices(run.device)):
-        torch.manual_seed(seed)
-        if run.vllm is not None:  # a vLLM server samples the group, seeded the same way
-            rollout = run.vllm.generate(sample, image, prompt["input_ids"], cfg.rollout.num_generations, seed)
-        else:
-            rollout = generate_completions(model, run.processor, prompt, cfg.rollout.num_generations, cfg.rollout)
+    return Prepared(sample, image, prompt, sample_seed(cfg.training.seed, position))
+
+
+def stack_prompts(prompts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Prompt rows as one batch: left-padded to the longest, with their images' patches and grids in row order."""
+    width = max(p["input_ids"].shape[1] for p in prompts)
+
+    def left_pad(key: str, value: int) -> torch.Tensor:
+        return torch.cat([torch.nn.functional.pad(p[key], (width - p[key].shape[1], 0), value=value) for p in prompts])
+
+    batch = {key: left_pad(key, pad_id if key == "input_ids" else 0) for key in ROW_KEYS if key in prompts[0]}
+    batch["pixel_values"] = torch.cat([p["pixel_values"] for p in prompts])  # (patches of the rows, D)
+    batch["image_grid_thw"] = torch.cat([p["image_grid_thw"] for p in prompts])  # (rows, 3)
+    return batch
+
+
+def generate(run: Any, model: Any, items: list[Prepared]) -> list[Rollout]:
+    """G completions for each prepared sample, one Rollout each, from the configured backend."""
+    cfg, G = run.config, run.config.rollout.num_generations
+    if run.vllm is not None:  # vLLM (server or colocated) samples every group, seeded the same way
+        return run.vllm.generate_groups(
+            [i.sample for i in items], [i.image for i in items], [i.prompt["input_ids"] for i in items], G,
+            [i.seed for i in items],
+        )  # fmt: skip
+    if not cfg.rollout.share_prompt:  # the plain reference path: one generate call (one random stream) per sample
+        return [generate_completions(model, run.processor, i.prompt, G, cfg.rollout, seeds=[i.seed]) for i in items]
+    size = cfg.rollout.generation_batch_size or len(items)
+    rollouts: list[Rollout] = []
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        batch = stack_prompts([i.prompt for i in chunk], run.pad_token_id)
+        rollout = generate_completions(model, run.processor, batch, G, cfg.rollout, seeds=[i.seed for i in chunk])
+        rollouts += rollout.split()
+    return rollouts
+
+
+def make_groups(run: Any, model: Any, items: list[Prepared]) -> list[Group]:
+    """Roll out every prepared sample in one generation, then score each group."""
+    if not items:
+        return []
+    cfg = run.config
+    with timed(run.timers, "generate"):
+        rollouts = generate(run, model, items)
+    groups = []
     with timed(run.timers, "rewards"):
-        scores = score_completions(rollout.texts, [sample] * len(rollout.texts), cfg.rewards, run.frame)
-    return Group(
-        sample, image, prompt, rollout.completion_ids, rollout.completion_mask, rollout.texts, rollout.truncated,
-        torch.tensor(scores.total, dtype=torch.float32), scores.terms,
-    )  # fmt: skip
-
-
-def _rng_devices(device: torch.device) -> list[torch.device]:
-    return [device] if device.type == "cuda" else []
+        for item, rollout in zip(items, rollouts, strict=True):
+            n = len(rollout.texts)
+            scores = score_completions(rollout.texts, [item.sample] * n, cfg.rewards, run.frame)
+            groups.append(Group(
+                item.sample, item.image, item.prompt, rollout.completion_ids, rollout.completion_mask,
+                rollout.texts, rollout.truncated, torch.tensor(scores.total, dtype=torch.float32), scores.terms,
+                rollout.sampling_logps,
+            ))  # fmt: skip
+    return groups
 
 
 def collect_groups(run: Any) -> tuple[list[Group], dict[str, float]]:
@@ -86,22 +138,21 @@ def collect_groups(run: Any) -> tuple[list[Group], dict[str, float]]:
     rounds = 1 + (cfg.grpo.max_refill_rounds if cfg.grpo.drop_zero_spread else 0)
     for _ in range(rounds):
         first = run.stream.position + acc.process_index * need
-        indices = run.stream.next_batch(cfg.training.batch_size)
+        items = []
+        for offset, index in enumerate(run.stream.next_batch(cfg.training.batch_size)):
+            try:
+                items.append(prepare(run, run.manifest.samples[index], first + offset))
+            except SampleError as err:
+                skipped += 1
+                warnings.warn(f"skipping a sample: {err}", stacklevel=1)
         # ZeRO-3 gathers the sharded weights for generation here; DDP just unwraps (and gradient checkpointing,
         # which would drop the generation cache, is off inside)
         with unwrap_model_for_generation(run.model, acc) as model:
-            if run.vllm is not None:  # send the share's requests at once: the server batches them
-                run.vllm.prefetch(run, indices, first, sample_seed)
-            for offset, index in enumerate(indices):
-                try:
-                    group = make_group(run, model, run.manifest.samples[index], first + offset)
-                except SampleError as err:
-                    skipped += 1
-                    warnings.warn(f"skipping a sample: {err}", stacklevel=1)
-                    continue
-                generated += 1
-                zero_spread += group.zero_spread
-                (spare if cfg.grpo.drop_zero_spread and group.zero_spread else kept).append(group)
+            groups = make_groups(run, model, items)
+        for group in groups:
+            generated += 1
+            zero_spread += group.zero_spread
+            (spare if cfg.grpo.drop_zero_spread and group.zero_spread else kept).append(group)
         missing = max(need - len(kept), 0) if cfg.grpo.drop_zero_spread else (need if not kept else 0)
         if all_reduce(acc, torch.tensor([float(missing)]), "max").item() == 0:
             break
@@ -115,20 +166,7 @@ def group_rows(run: Any, groups: list[Group], rows: list[int], num_generations: 
     """Model inputs for completion rows `rows` (row r = completion r % G of group r // G): each row's prompt,
     left-padded to the longest, with its image; completions right-padded to the longest."""
     pad_id = run.pad_token_id
-    prompts = [groups[r // num_generations].prompt for r in rows]
-    width = max(p["input_ids"].shape[1] for p in prompts)
-
-    def left_pad(key: str, value: int) -> torch.Tensor:
-        return torch.cat([torch.nn.functional.pad(p[key], (width - p[key].shape[1], 0), value=value) for p in prompts])
-
-    inputs: dict[str, Any] = {
-        "input_ids": left_pad("input_ids", pad_id),
-        "attention_mask": left_pad("attention_mask", 0),
-    }
-    if "mm_token_type_ids" in prompts[0]:
-        inputs["mm_token_type_ids"] = left_pad("mm_token_type_ids", 0)
-    inputs["pixel_values"] = torch.cat([p["pixel_values"] for p in prompts])  # (patches of the rows, D)
-    inputs["image_grid_thw"] = torch.cat([p["image_grid_thw"] for p in prompts])  # (rows, 3)
+    inputs = stack_prompts([groups[r // num_generations].prompt for r in rows], pad_id)
     completions = [groups[r // num_generations] for r in rows]
     length = max(g.completion_ids.shape[1] for g in completions)
 
@@ -138,4 +176,8 @@ def group_rows(run: Any, groups: list[Group], rows: list[int], num_generations: 
     pairs = [(g, r % num_generations) for g, r in zip(completions, rows, strict=True)]
     ids = torch.stack([right_pad(g.completion_ids[i], pad_id) for g, i in pairs])  # (rows, T)
     mask = torch.stack([right_pad(g.completion_mask[i], 0) for g, i in pairs])
-    return {"prompt_inputs": inputs, "completion_ids": ids.to(run.device), "completion_mask": mask.to(run.device)}
+    batch = {"prompt_inputs": inputs, "completion_ids": ids.to(run.device), "completion_mask": mask.to(run.device)}
+    if getattr(run, "vllm", None) is not None and run.config.rollout.importance_correction:
+        # the vLLM sampler's log-probs, for its mismatch correction in the loss
+        batch["sampling_logps"] = torch.stack([right_pad(g.sampling_logps[i], 0) for g, i in pairs]).to(run.device)
+    return batch

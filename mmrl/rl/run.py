@@ -61,7 +61,7 @@ class Run:
     passes: int = 1  # micro-batches every process runs per phase (lockstep; DeepSpeed's gradient accumulation)
     step: int = 0
     timers: dict[str, float] = field(default_factory=dict)
-    vllm: Any = None  # mmrl.rollout.vllm.VLLMBackend when rollout.backend is "vllm"
+    vllm: Any = None  # the vLLM backend (mmrl.rollout.vllm: server, or colocated) when rollout.backend is vllm*
 
     @property
     def device(self) -> torch.device:
@@ -124,8 +124,8 @@ def setup(config: TrainConfig) -> Run:
             print(f"mmrl: resumed from {latest} (step {run.step})")
     if accelerator.is_main_process:
         write_run_info(run)
-    if config.rollout.backend == "vllm":
-        run.vllm = connect(run)  # checks the server's pixel budget; pushes the weights when resumed
+    if config.rollout.backend != "hf":
+        run.vllm = connect(run)  # server: checks its pixel budget; colocated: starts the engine; resumed: weights
     return run
 
 

@@ -71,9 +71,14 @@ def micro_batch_loss(
         temperature=config.rollout.temperature, return_entropy=True, share_prompt=config.rollout.share_prompt,
     )  # fmt: skip
     old = logps.detach() if old_logps is None else old_logps  # one iteration: rho = 1 but its gradient is A
+    weights, r = None, config.rollout
+    if "sampling_logps" in batch:  # vLLM sampled: weight by trainer (old policy) / sampler probability, as TRL does
+        weights = algo.sampler_correction(old, batch["sampling_logps"], mask, r.vllm_importance_sampling_mode,
+                                          r.vllm_importance_sampling_cap)  # fmt: skip
     terms = algo.per_token_loss(
         logps, old, advantages, mask, epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high,
         level=g.importance_sampling_level, beta=g.beta, ref_logps=ref_logps, kl_bias_correction=g.kl_bias_correction,
+        sampler_weights=weights,
     )  # fmt: skip
     loss = algo.aggregate_loss(
         terms.per_token_loss, mask, g.loss_type, num_micro_batches=num_micro_batches,

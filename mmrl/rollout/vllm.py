@@ -1,121 +1,107 @@
-"""Rollouts from a vLLM server (`rollout.backend: vllm`, the optional `vllm` extra) and weight pushes back to it.
+"""Rollouts from a vLLM server (`rollout.backend: vllm`, the optional `vllm` extra) through TRL 1.16's `VLLMClient`,
+and the policy's weights pushed back to it after each step.
 
-The server (one or more GPUs of its own; docs/launching.md) is vLLM's OpenAI-compatible server in development mode,
-the one TRL 1.16's `VLLMClient` speaks to:
+The server (GPUs of its own; docs/launching.md) is vLLM's OpenAI-compatible server in development mode, the one
+`trl.generation.vllm_client.VLLMClient` speaks to:
 
     VLLM_SERVER_DEV_MODE=1 vllm serve MODEL --weight-transfer-config '{"backend": "nccl"}' \
         --mm-processor-kwargs '{"min_pixels": MIN, "max_pixels": MAX}' --logprobs-mode processed_logprobs
 
 What travels:
-- **Generation**: one `/v1/chat/completions` request per sample, a step's requests sent together
+- **Generation**: `VLLMClient.chat`, one conversation per sample, a step's samples sent together
   (`rollout.vllm_concurrency` in flight per process) so the server batches them: mmrl's own chat turns
-  (`mmrl.models.prompts.build_messages`) with the image inlined as a lossless PNG data URL, `n` = G, the rollout
-  config's temperature / top-p / top-k / max tokens, a per-sample `seed` (the same seed the HF path uses),
-  `<|im_end|>` and `<|endoftext|>` as stop tokens and the vision tokens suppressed (`logit_bias` -100), as the HF
-  path does. The server returns token ids (`return_token_ids`), which become a `mmrl.rollout.hf.Rollout` through the
-  same `finish_rollout` as the HF path (mask after the first stop token, decode); the sampled tokens' log-probs fill
-  `sampling_logps` when the server sends them (0 where it does not; the trainer recomputes every log-prob it uses).
-- **Weights**: after each optimisation step the main process sends every weight of the policy (LoRA merged in,
-  cast to bfloat16) by vLLM's weight-transfer protocol: POST `/start_weight_update`, then `/update_weights` with
-  the names, dtypes and shapes while the tensors go over an NCCL group that joins the trainer to the server's
-  workers (opened once by `/init_weight_transfer_engine`), POST `/finish_weight_update`, `/reset_prefix_cache`.
-  The NCCL side uses vLLM's own helpers (imported only then, as TRL does) and needs CUDA; everything else is HTTP.
+  (`mmrl.models.prompts.build_messages`) with the image (TRL inlines it as a lossless PNG), `n` = G, the rollout
+  config's temperature / top-p / top-k / max tokens, and in the request body a per-sample `seed` (the HF path's),
+  `<|im_end|>` and `<|endoftext|>` as stop tokens and the vision tokens suppressed (`logit_bias` -100). The token
+  ids and the sampled tokens' log-probs come back and become a `Rollout` (`vllm_wire.to_rollout`); the log-probs
+  feed the sampler correction (`rollout.vllm_importance_sampling`, `mmrl.rl.algo.sampler_correction`).
+- **Weights**: after each optimisation step the main process streams every weight of the policy (LoRA merged in,
+  cast to bfloat16) with `VLLMClient.update_named_params` inside its `weight_update` (vLLM's NCCL weight-transfer
+  protocol, opened once by `init_communicator`), then `reset_prefix_cache`.
+
+Robustness: the client's HTTP session gets a default timeout (`rollout.vllm_timeout`, TRL sets none) and
+`rollout.vllm_retries` retries with back-off on connection and read errors and HTTP 500/502/503.
 
 Checks, so a prompt is never silently different from the one mmrl trains on:
 - at start, the server's `mm_processor_kwargs` (from `/server_info`) must set mmrl's `model.min_pixels` and
   `model.max_pixels`: missing or different is a `UserError` that names the flag to start the server with;
-- on every request, the prompt token ids the server echoes must equal mmrl's own (same chat template, same number
-  of image tokens), else a `UserError`.
+- on every request, the prompt token ids the server echoes must equal mmrl's own, else a `UserError`.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from mmrl.errors import UserError
-from mmrl.models.prompts import build_messages, load_image, prompt_inputs
-from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, finish_rollout, token_ids
-from mmrl.rollout.vllm_wire import (
-    ServerError,
-    find_key,
-    openai_messages,
-    parse_sampling_logps,
-    pixel_budget,
-)  # fmt: skip
+from mmrl.models.prompts import build_messages
+from mmrl.rollout.colocate import ColocateBackend, VLLMEngine
+from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, token_ids
+from mmrl.rollout.vllm_wire import check_prompt, find_key, pixel_budget, to_rollout
 
-Sender = Callable[[Iterator[tuple[str, torch.Tensor]]], None]
+
+def _session_with_timeout(session: Any, timeout: float, retries: int) -> None:
+    """Mount an adapter on the client's `requests` session that retries and gives every request a timeout."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    class TimeoutAdapter(HTTPAdapter):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            kwargs["timeout"] = kwargs.get("timeout") or timeout
+            return super().send(request, **kwargs)
+
+    retry = Retry(total=retries, connect=retries, read=retries, status=retries, status_forcelist=[500, 502, 503],
+                  backoff_factor=1.0, allowed_methods=["GET", "POST"], raise_on_status=False)  # fmt: skip
+    adapter = TimeoutAdapter(max_retries=retry, pool_maxsize=64)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+
+def make_client(rollout_config: Any) -> Any:
+    """TRL's VLLMClient for the configured server, waited for up to `rollout.vllm_timeout` seconds."""
+    try:
+        from trl.generation.vllm_client import VLLMClient
+    except ImportError as err:  # pragma: no cover - trl is a dependency
+        raise UserError(f"rollout.backend=vllm needs TRL's vLLM client: {err}") from None
+    cfg = rollout_config
+    try:
+        client = VLLMClient(host=cfg.vllm_host, server_port=cfg.vllm_port, group_port=cfg.vllm_group_port,
+                            connection_timeout=cfg.vllm_timeout)  # fmt: skip
+    except ImportError:
+        raise UserError("rollout.backend=vllm needs vLLM on the trainer too: pip install 'mmrl[vllm]'") from None
+    except OSError as err:  # requests' ConnectionError, once the wait is over
+        raise UserError(
+            f"no vLLM server at http://{cfg.vllm_host}:{cfg.vllm_port} after {cfg.vllm_timeout:g} s ({err}); start "
+            "it first (docs/launching.md) or set rollout.vllm_host / rollout.vllm_port"
+        ) from None
+    _session_with_timeout(client.session, cfg.vllm_timeout, cfg.vllm_retries)
+    return client
 
 
 class VLLMBackend:
     """A vLLM server as the rollout engine of one training process (every process generates its own groups)."""
 
-    def __init__(self, rollout_config: Any, model_config: Any, data_config: Any, processor: Any) -> None:
+    def __init__(self, rollout_config: Any, model_config: Any, data_config: Any, processor: Any, client: Any) -> None:
         self.config = rollout_config
         self.model_config = model_config
         self.data_config = data_config
         self.processor = processor
-        self.base_url = f"http://{rollout_config.vllm_host}:{rollout_config.vllm_port}"
+        self.client = client
         self.stop_ids = token_ids(processor, STOP_TOKENS)
         self.suppressed_ids = token_ids(processor, SUPPRESSED_TOKENS)
-        self.model_id: str | None = None
-        self.sender: Sender | None = None  # the NCCL broadcast, opened on the main process by `init_weight_sync`
         self.weight_pushes = 0
         self.pool = ThreadPoolExecutor(max_workers=rollout_config.vllm_concurrency, thread_name_prefix="vllm")
-        self.pending: dict[tuple[str, int], Future] = {}  # (sample id, seed) -> its request in flight
-
-    # --- HTTP ---------------------------------------------------------------------------------------------------
-
-    def request(self, method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
-        """One JSON request; a non-200 answer is a ServerError with the server's message."""
-        data = None if payload is None else json.dumps(payload).encode("utf-8")
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout or self.config.vllm_timeout) as response:
-                body = response.read()
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode("utf-8", "replace")[:500]
-            raise ServerError(f"vLLM server {method} {path}: HTTP {err.code}: {detail}", err.code) from None
-        return json.loads(body) if body.strip() else None
-
-    def wait_for_server(self) -> None:
-        """Poll `/health` for up to `rollout.vllm_timeout` seconds; then read the served model's id."""
-        deadline = time.monotonic() + self.config.vllm_timeout
-        while True:
-            try:
-                self.request("GET", "/health", timeout=5)
-                break
-            except (urllib.error.URLError, OSError, RuntimeError) as err:
-                if time.monotonic() >= deadline:
-                    raise UserError(
-                        f"no vLLM server at {self.base_url} after {self.config.vllm_timeout:g} s ({err}); start it "
-                        "first (docs/launching.md) or set rollout.vllm_host / rollout.vllm_port"
-                    ) from None
-                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
-        self.model_id = self.request("GET", "/v1/models")["data"][0]["id"]
 
     def check_pixel_budget(self) -> None:
         """The server must resize images exactly as mmrl does: its processor kwargs name mmrl's pixel budget."""
         try:
-            info = self.request("GET", "/server_info?" + urllib.parse.urlencode({"config_format": "json"}))
-        except ServerError as err:
-            if err.code != 404:
-                raise
-            raise UserError(
-                f"the vLLM server at {self.base_url} does not expose /server_info (its settings, and the weight "
-                "updates): start it with VLLM_SERVER_DEV_MODE=1 in its environment"
-            ) from None
+            info = self.client.get_server_info()
+        except RuntimeError as err:  # TRL: a 404, the development endpoints are off
+            raise UserError(f"{err} (mmrl needs its settings and the weight updates)") from None
         server = pixel_budget(find_key(info, "mm_processor_kwargs"))
         ours = (self.model_config.min_pixels, self.model_config.max_pixels)
         if server != ours:
@@ -128,93 +114,42 @@ class VLLMBackend:
 
     # --- generation ---------------------------------------------------------------------------------------------
 
-    def sampling_payload(self, num_generations: int, seed: int) -> dict[str, Any]:
-        cfg = self.config
-        return {
-            "model": self.model_id,
-            "n": num_generations,
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "top_k": cfg.top_k if cfg.top_k > 0 else -1,
-            "max_tokens": cfg.max_completion_length,
-            "seed": seed,
-            "stop_token_ids": self.stop_ids,
-            "logit_bias": {str(i): -100 for i in self.suppressed_ids},
-            "skip_special_tokens": False,
-            "logprobs": True,
-            "top_logprobs": 0,
-            "return_token_ids": True,
-            "return_tokens_as_token_ids": True,
-        }
-
-    def prefetch(self, run: Any, indices: list[int], first: int, sample_seed: Callable[[int, int], int]) -> None:
-        """Send the requests of this process's share of a step at once (the server batches what is in flight);
-        `generate` then collects each sample's answer. Samples whose image or prompt fails are left to `make_group`,
-        which reports them; `first` is the stream position of this process's first sample and `sample_seed(seed,
-        position)` the trainer's sampling seed, as in `collect_groups` (no import of the training loop here)."""
-
-        self.pending.clear()
-        cfg = run.config
-        for offset, index in enumerate(indices):
-            sample = run.manifest.samples[index]
-            try:
-                image = load_image(sample, run.manifest.root, run.config.data)
-            except (OSError, ValueError):
-                continue
-            prompt_ids = prompt_inputs(run.processor, [sample], [image], cfg.data)["input_ids"]
-            if prompt_ids.shape[1] > cfg.rollout.max_prompt_length:
-                continue
-            seed = sample_seed(cfg.training.seed, first + offset)
-            self.pending[(sample.id, seed)] = self.pool.submit(
-                self.request_rollout, sample, image, prompt_ids.to(run.device), cfg.rollout.num_generations, seed
-            )
-
-    def generate(self, sample: Any, image: Any, prompt_ids: torch.Tensor, num_generations: int, seed: int) -> Rollout:
-        """G completions of one sample: its prefetched request's answer, or a request sent now."""
-        future = self.pending.pop((sample.id, seed), None)
-        if future is not None:
-            return future.result()
-        return self.request_rollout(sample, image, prompt_ids, num_generations, seed)
+    def generate_groups(
+        self,
+        samples: list[Any],
+        images: list[Any],
+        prompt_ids: list[torch.Tensor],
+        num_generations: int,
+        seeds: list[int],
+    ) -> list[Rollout]:
+        """G completions of each sample, the requests sent together (the server batches what is in flight)."""
+        futures = [self.pool.submit(self.request_rollout, *args, num_generations, seed)
+                   for *args, seed in zip(samples, images, prompt_ids, seeds, strict=True)]  # fmt: skip
+        return [future.result() for future in futures]
 
     def request_rollout(
         self, sample: Any, image: Any, prompt_ids: torch.Tensor, num_generations: int, seed: int
     ) -> Rollout:
         """One request for G completions; `prompt_ids` (1, P) is mmrl's own prompt, which the server's must equal."""
-
-        payload = self.sampling_payload(num_generations, seed)
-        payload["messages"] = openai_messages(build_messages(sample, self.data_config), image)
-        response = self.request("POST", "/v1/chat/completions", payload)
-        ours = prompt_ids[0].tolist()
-        theirs = response.get("prompt_token_ids")
-        if theirs != ours:
-            pad = token_ids(self.processor, ("<|image_pad|>",))[0]
-            seen = "no prompt token ids (vLLM >= 0.10.2 returns them)" if theirs is None else (
-                f"{len(theirs)} tokens, {theirs.count(pad)} image tokens")  # fmt: skip
-            raise UserError(
-                f"sample {sample.id}: the vLLM server's prompt differs from mmrl's ({len(ours)} tokens, "
-                f"{ours.count(pad)} image tokens; server: {seen}). Serve the same model folder (chat template) with "
-                "mmrl's pixel budget"
-            )
-        choices = response["choices"]
-        if len(choices) != num_generations:
-            raise RuntimeError(f"vLLM server returned {len(choices)} completions, asked for {num_generations}")
-        rows, logps = [], []
-        for choice in choices:
-            ids = [int(t) for t in choice["token_ids"]]
-            if choice.get("finish_reason") == "stop" and not set(ids) & set(self.stop_ids):
-                ids.append(self.stop_ids[0])  # a server that drops the stop token from token_ids
-            rows.append(ids or [self.stop_ids[-1]])
-            logps.append(parse_sampling_logps(choice.get("logprobs"), len(rows[-1])))
-        width = max(len(r) for r in rows)
-        pad_id = self.stop_ids[-1]
-        completion_ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
-        sampling_logps = torch.tensor([lp + [0.0] * (width - len(lp)) for lp in logps], dtype=torch.float32)
-        rollout = finish_rollout(self.processor, completion_ids, sampling_logps, num_generations)
-        device = prompt_ids.device
-        return Rollout(
-            rollout.completion_ids.to(device), rollout.completion_mask.to(device), rollout.texts,
-            rollout.sampling_logps.to(device), rollout.truncated.to(device), num_generations,
-        )  # fmt: skip
+        cfg = self.config
+        messages = build_messages(sample, self.data_config)
+        for message in messages:  # the image placeholder gets its pixels; TRL sends them as a PNG data URL
+            message["content"] = [{"type": "image", "image": image} if part["type"] == "image" else part
+                                  for part in message["content"]]  # fmt: skip
+        extra = {"seed": seed, "stop_token_ids": self.stop_ids, "skip_special_tokens": False,
+                 "logit_bias": {str(i): -100 for i in self.suppressed_ids}}  # fmt: skip
+        try:
+            out = self.client.chat(
+                [messages], n=num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                top_k=cfg.top_k if cfg.top_k > 0 else -1, max_tokens=cfg.max_completion_length, logprobs=0,
+                generation_kwargs=extra, max_concurrent_requests=1,
+            )  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - requests' errors after the retries; TRL raises Exception on non-200
+            raise UserError(f"sample {sample.id}: the vLLM server failed after retries: {err}") from None
+        check_prompt(self.processor, sample.id, prompt_ids[0].tolist(), out["prompt_ids"][0])
+        logps = None if out["logprobs"] is None else [[pos[0] for pos in row] for row in out["logprobs"]]
+        return to_rollout(self.processor, out["completion_ids"], logps, num_generations, cfg.max_completion_length,
+                          prompt_ids.device)  # fmt: skip
 
     # --- weights ------------------------------------------------------------------------------------------------
 
@@ -225,119 +160,58 @@ class VLLMBackend:
                 "rollout.backend=vllm pushes weights to the server over NCCL, which needs the trainer on a CUDA device"
             )
         try:
-            from vllm.utils.network_utils import get_ip
-        except ImportError:
-            raise UserError("rollout.backend=vllm needs vLLM on the trainer too: pip install 'mmrl[vllm]'") from None
-        info = self.request("GET", "/server_info?config_format=json")
-        if find_key(info, "weight_transfer_config") is None:
-            raise UserError(
-                f"the vLLM server at {self.base_url} has no weight-transfer engine: restart it with "
-                """--weight-transfer-config '{"backend": "nccl"}'"""
-            )
-        world_size = self.request("GET", "/get_world_size")["world_size"] + 1
-        init_info = {"master_address": get_ip(), "master_port": self.config.vllm_group_port, "rank_offset": 1,
-                     "world_size": world_size}  # fmt: skip
-        torch.cuda.set_device(device)
-        try:  # vLLM >= 0.28: a stateful trainer endpoint and a packed broadcast (TRL 1.16 does the same)
-            from vllm.distributed.weight_transfer.nccl_common import trainer_init
-            from vllm.distributed.weight_transfer.packed_tensor import packed_nccl_broadcast_producer
-
-            init_info["packed"] = True
-            group = self._while_posting("/init_weight_transfer_engine", {"init_info": init_info},
-                                        lambda: trainer_init(init_info))  # fmt: skip
-
-            def send(named: Iterator[tuple[str, torch.Tensor]]) -> None:
-                packed_nccl_broadcast_producer(iterator=named, group=group, src=0, post_iter_func=lambda item: item[1])
-
-        except ImportError:
-            from vllm.distributed.weight_transfer.nccl_engine import (
-                NCCLTrainerSendWeightsArgs,
-                NCCLWeightTransferEngine,
-            )
-
-            group = self._while_posting("/init_weight_transfer_engine", {"init_info": init_info},
-                                        lambda: NCCLWeightTransferEngine.trainer_init(init_info))  # fmt: skip
-
-            def send(named: Iterator[tuple[str, torch.Tensor]]) -> None:
-                args = NCCLTrainerSendWeightsArgs(group=group, packed=True)
-                NCCLWeightTransferEngine.trainer_send_weights(iterator=named, trainer_args=args)
-
-        self.sender = send
-
-    def _while_posting(self, path: str, payload: Any, work: Callable[[], Any]) -> Any:
-        """POST `payload` to `path` in a thread while `work()` runs here (the server blocks in the same collective)."""
-        errors: list[BaseException] = []
-
-        def post() -> None:
-            try:
-                self.request("POST", path, payload)
-            except BaseException as err:  # noqa: BLE001 - re-raised below, in the caller's thread
-                errors.append(err)
-
-        thread = threading.Thread(target=post, daemon=True)
-        thread.start()
-        try:
-            result = work()
-        finally:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return result
+            self.client.init_communicator(device)
+        except RuntimeError as err:  # no weight-transfer engine, or no development endpoints
+            raise UserError(str(err)) from None
 
     def push_weights(self, named_params: list[tuple[str, torch.Tensor]]) -> None:
-        """Send `named_params` (HF names) to the server: announce names, dtypes and shapes, broadcast, finish."""
-        if self.sender is None:
-            raise RuntimeError("push_weights before init_weight_sync")
+        """Stream `named_params` (HF names) to the server in one weight update, then drop its cached prompts."""
         tensors = [(name, t.detach().to(torch.bfloat16) if t.is_floating_point() else t.detach())
                    for name, t in named_params]  # fmt: skip
-        update_info = {
-            "names": [name for name, _ in tensors],
-            "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in tensors],
-            "shapes": [list(t.shape) for _, t in tensors],
-        }
-        self.request("POST", "/start_weight_update", {})
-        sender = self.sender
-        self._while_posting("/update_weights", {"update_info": update_info}, lambda: sender(iter(tensors)))
-        self.request("POST", "/finish_weight_update", {})
-        self.request("POST", "/reset_prefix_cache")  # cached prompts hold the old weights' keys and values
+        metadata = [(name, str(t.dtype).removeprefix("torch."), list(t.shape)) for name, t in tensors]
+        with self.client.weight_update():
+            self.client.update_named_params(metadata, iter(tensors))
+        self.client.reset_prefix_cache()  # cached prompts hold the old weights' keys and values
         self.weight_pushes += 1
 
 
-def policy_weights(run: Any) -> list[tuple[str, torch.Tensor]]:
+def merged_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """The weights of an unwrapped model under their Hugging Face names, LoRA adapters merged in (and left out)."""
+    if not hasattr(model, "merge_adapter"):
+        yield from ((name, param.detach()) for name, param in model.named_parameters())
+        return
+    model.merge_adapter()  # peft: merged copies of the weights, then the adapters come back off
+    try:
+        for name, param in model.named_parameters():
+            if "lora_" not in name:
+                yield name.removeprefix("base_model.model.").replace(".base_layer", ""), param.detach().clone()
+    finally:
+        model.unmerge_adapter()
+
+
+def policy_weights(run: Any, every_process: bool = False) -> list[tuple[str, torch.Tensor]]:
     """The policy's weights under their Hugging Face names (every process must call this: ZeRO-3 / FSDP gather).
 
-    Sharded runs gather the full state dict (on the main process); LoRA adapters are merged into the base weights
-    (and the LoRA tensors left out), the way vLLM loads a plain checkpoint.
-    """
+    Sharded runs gather the full state dict (on the main process); LoRA adapters are merged into the base weights.
+    Only the main process gets them unless `every_process` (a colocated engine on each process needs them)."""
     from accelerate.utils import DistributedType
 
     acc = run.accelerator
     if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         state = acc.get_state_dict(run.model)
         return list(state.items()) if acc.is_main_process else []
-    model = run.unwrapped_model
-    if not acc.is_main_process:
+    if not (acc.is_main_process or every_process):
         return []
-    if hasattr(model, "merge_adapter"):  # peft: merged copies of the weights, then the adapters come back off
-        model.merge_adapter()
-        try:
-            named = []
-            for name, param in model.named_parameters():
-                if "lora_" in name:
-                    continue
-                name = name.removeprefix("base_model.model.").replace(".base_layer", "")
-                named.append((name, param.detach().clone()))
-            return named
-        finally:
-            model.unmerge_adapter()
-    return [(name, param.detach()) for name, param in model.named_parameters()]
+    return list(merged_weights(run.unwrapped_model))
 
 
-def connect(run: Any) -> VLLMBackend:
-    """The backend of a training run: server reachable, pixel budget equal, and (main process) weights in sync."""
+def connect(run: Any) -> Any:
+    """The vLLM backend of a training run. Server: reachable, pixel budget equal, (main process) weight group open.
+    Colocated: an engine on this process's GPU (shared by its tensor-parallel group)."""
     config = run.config
-    backend = VLLMBackend(config.rollout, config.model, config.data, run.processor)
-    backend.wait_for_server()
+    if config.rollout.backend == "vllm_colocate":
+        return connect_colocated(run)
+    backend = VLLMBackend(config.rollout, config.model, config.data, run.processor, make_client(config.rollout))
     backend.check_pixel_budget()
     if run.accelerator.is_main_process:
         backend.init_weight_sync(run.device)
@@ -346,9 +220,35 @@ def connect(run: Any) -> VLLMBackend:
     return backend
 
 
-def sync_weights(run: Any, backend: VLLMBackend) -> None:
-    """Push the policy's current weights (main process) and hold every process until the server has them."""
-    named = policy_weights(run)
-    if run.accelerator.is_main_process:
+def connect_colocated(run: Any) -> ColocateBackend:
+    """A colocated engine per process (one per tensor-parallel group of consecutive processes); DDP or one GPU."""
+    from accelerate.utils import DistributedType
+
+    acc, cfg = run.accelerator, run.config.rollout
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise UserError(
+            "rollout.backend=vllm_colocate loads the full weights into each process's engine: use it with DDP or one "
+            "GPU; with DeepSpeed or FSDP use a vLLM server (rollout.backend=vllm)"
+        )
+    tp = cfg.vllm_tensor_parallel_size
+    if acc.num_processes % tp:
+        raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {acc.num_processes} processes")
+    tp_group = None
+    if tp > 1:  # consecutive ranks share an engine: [0..tp-1], [tp..2tp-1], ...
+        ranks = [list(range(i, i + tp)) for i in range(0, acc.num_processes, tp)]
+        tp_group, _ = torch.distributed.new_subgroups_by_enumeration(ranks)
+    engine = VLLMEngine(run.config.model.name_or_path, cfg, run.config.model, acc.process_index // tp)
+    backend = ColocateBackend(engine, cfg, run.processor, lambda: policy_weights(run, every_process=True), tp_group)
+    if run.step > 0:  # resumed: the engine loaded the initial weights from the folder
+        sync_weights(run, backend)
+    return backend
+
+
+def sync_weights(run: Any, backend: Any) -> None:
+    """Give the rollout engine the policy's current weights and hold every process until it has them: the server
+    (pushed by the main process) or each process's colocated engine."""
+    every = bool(getattr(backend, "colocated", False))
+    named = policy_weights(run, every_process=every)
+    if every or run.accelerator.is_main_process:
         backend.push_weights(named)
     run.accelerator.wait_for_everyone()

@@ -1,40 +1,14 @@
-"""The wire format of mmrl's requests to a vLLM server: chat turns with the image inlined, the server's pixel budget
-as it reports it, and the sampled tokens' log-probs as it returns them (`mmrl.rollout.vllm` uses these)."""
+"""What the vLLM backends (server and colocated) share: the server's pixel budget as it reports it, the check that
+the engine's prompt is mmrl's own, and the sampled token ids and log-probs turned into a `Rollout`."""
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
+import torch
 
-class ServerError(RuntimeError):
-    """A non-200 answer of the server; `code` is its HTTP status."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def image_data_url(image: Any) -> str:
-    """A PIL image as a PNG data URL: lossless, so the server sees the pixels mmrl's processor sees."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def openai_messages(messages: list[dict[str, Any]], image: Any) -> list[dict[str, Any]]:
-    """mmrl's chat turns (`build_messages`) in the OpenAI format: the image placeholder becomes its data URL."""
-    out = []
-    for message in messages:
-        parts = []
-        for part in message["content"]:
-            if part["type"] == "image":
-                parts.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
-            else:
-                parts.append(part)
-        out.append({"role": message["role"], "content": parts})
-    return out
+from mmrl.errors import UserError
+from mmrl.rollout.hf import Rollout, finish_rollout, token_ids
 
 
 def find_key(tree: Any, key: str) -> Any:
@@ -67,9 +41,48 @@ def pixel_budget(mm_processor_kwargs: dict[str, Any] | None) -> tuple[int | None
     return kwargs.get("min_pixels", size.get("shortest_edge")), kwargs.get("max_pixels", size.get("longest_edge"))
 
 
-def parse_sampling_logps(logprobs: dict[str, Any] | None, length: int) -> list[float]:
-    """The sampled tokens' log-probs of one chat-completions choice; zeros when the server sent none."""
-    if not logprobs or not logprobs.get("content"):
-        return [0.0] * length
-    values = [float(entry["logprob"]) for entry in logprobs["content"]][:length]
-    return values + [0.0] * (length - len(values))
+def check_prompt(processor: Any, sample_id: str, ours: list[int], theirs: list[int] | None) -> None:
+    """The engine's prompt token ids must equal mmrl's (same chat template, same number of image tokens)."""
+    if theirs == ours:
+        return
+    pad = token_ids(processor, ("<|image_pad|>",))[0]
+    seen = "no prompt token ids (vLLM >= 0.10.2 returns them)" if theirs is None else (
+        f"{len(theirs)} tokens, {theirs.count(pad)} image tokens")  # fmt: skip
+    raise UserError(
+        f"sample {sample_id}: the vLLM engine's prompt differs from mmrl's ({len(ours)} tokens, {ours.count(pad)} "
+        f"image tokens; vLLM: {seen}). Serve the same model folder (chat template) with mmrl's pixel budget"
+    )
+
+
+def to_rollout(
+    processor: Any,
+    completions: list[list[int]],
+    logps: list[list[float]] | None,
+    num_generations: int,
+    max_tokens: int,
+    device: torch.device,
+) -> Rollout:
+    """G sampled completions (token ids, and the sampler's log-probs of them or None) as a Rollout.
+
+    A completion that ended before `max_tokens` without a stop token stopped on one the engine left out of its token
+    ids: the stop token is put back, so the mask covers it as on the HF path. Missing log-probs are NaN (the
+    sampler correction then leaves those tokens alone)."""
+    if len(completions) != num_generations:
+        raise RuntimeError(f"vLLM returned {len(completions)} completions, asked for {num_generations}")
+    stop_ids = token_ids(processor, ("<|im_end|>", "<|endoftext|>"))
+    rows, row_logps = [], []
+    for k, ids in enumerate(completions):
+        ids = [int(t) for t in ids]
+        values = [float(v) for v in logps[k]] if logps is not None else []
+        if len(ids) < max_tokens and not set(ids) & set(stop_ids):
+            ids.append(stop_ids[0])
+        rows.append(ids or [stop_ids[-1]])
+        row_logps.append((values + [float("nan")] * len(rows[-1]))[: len(rows[-1])])
+    width = max(len(r) for r in rows)
+    completion_ids = torch.tensor([r + [stop_ids[-1]] * (width - len(r)) for r in rows], dtype=torch.long)
+    sampling = torch.tensor([lp + [0.0] * (width - len(lp)) for lp in row_logps], dtype=torch.float32)
+    rollout = finish_rollout(processor, completion_ids, sampling, num_generations)
+    return Rollout(
+        rollout.completion_ids.to(device), rollout.completion_mask.to(device), rollout.texts,
+        rollout.sampling_logps.to(device), rollout.truncated.to(device), num_generations,
+    )  # fmt: skip

@@ -4,15 +4,20 @@ It listens on 127.0.0.1 (a free port) in a thread and records every request. Lik
 chat turns with its own processor (the tiny model's, with its own pixel budget) and echoes the prompt token ids;
 completions are random tokens drawn from the request's seed (the vision tokens never, as logit_bias asks), ending
 with <|im_end|> unless they reach max_tokens. The weight-transfer endpoints record their payloads and answer {}.
+It speaks what TRL 1.16's `VLLMClient` sends (`chat`, `get_server_info`, `weight_update`, `update_named_params`,
+`reset_prefix_cache`). Faults on demand: `failures` is a list of HTTP statuses the next chat requests get (then
+normal answers), `delay` seconds before every chat answer (for timeouts).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
@@ -31,6 +36,8 @@ class FakeVLLM:
         self.dev_mode = True  # off: the development endpoints (/server_info, weights) answer 404, as without
         # VLLM_SERVER_DEV_MODE=1
         self.requests: list[tuple[str, str, Any]] = []
+        self.failures: list[int] = []
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.timeout = 5
@@ -66,7 +73,10 @@ class FakeVLLM:
         if path == "/get_world_size" and self.dev_mode:
             return 200, {"world_size": 1}
         if path == "/v1/chat/completions":
-            return 200, self.complete(body)
+            with self.lock:
+                status = self.failures.pop(0) if self.failures else 200
+            time.sleep(self.delay)
+            return (status, {"detail": "overloaded"}) if status != 200 else (200, self.complete(body))
         if path in ("/init_weight_transfer_engine", "/start_weight_update", "/update_weights",
                     "/finish_weight_update", "/reset_prefix_cache") and self.dev_mode:  # fmt: skip
             return 200, {}
@@ -119,7 +129,8 @@ class FakeVLLM:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                with contextlib.suppress(BrokenPipeError):  # the client gave up waiting (the timeout test)
+                    self.wfile.write(data)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 self._reply("GET")

@@ -156,3 +156,34 @@ def test_kl_bias_correction_weights_the_kl_by_the_ratio():
     #   rho * k3 + rho * (1 - e^(ref - logp)) = 2 (e - 2) + 2 (1 - e) = -2
     corrected.per_token_loss.sum().backward()
     assert logps.grad.item() == pytest.approx(-2.0, abs=1e-5)
+
+
+def test_sampler_correction_by_hand():
+    # trainer logp - sampler logp per token: [0.5, -1.5, ln 4 = 1.386] and a padding position
+    trainer = torch.tensor([[-1.0, -2.0, math.log(0.8), -5.0]])
+    sampler = torch.tensor([[-1.5, -0.5, math.log(0.2), float("nan")]])  # NaN: the engine sent no log-prob
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    token = algo.sampler_correction(trainer, sampler, mask, "token_truncate", cap=3.0)
+    # e^0.5 = 1.6487, e^-1.5 = 0.2231, 0.8 / 0.2 = 4 -> capped at 3, padding -> e^0 = 1
+    torch.testing.assert_close(token, torch.tensor([[1.6487, 0.2231, 3.0, 1.0]]), atol=1e-4, rtol=0)
+    masked = algo.sampler_correction(trainer, sampler, mask, "token_mask", cap=3.0)
+    torch.testing.assert_close(masked, torch.tensor([[1.6487, 0.2231, 0.0, 1.0]]), atol=1e-4, rtol=0)
+    # sequence: e^(0.5 - 1.5 + 1.386) = e^0.386 = 1.4715 (under the cap either way)
+    for mode in ("sequence_truncate", "sequence_mask"):
+        seq = algo.sampler_correction(trainer, sampler, mask, mode, cap=3.0)
+        assert seq.shape == (1, 1) and abs(seq.item() - 1.4715) < 1e-4
+    assert algo.sampler_correction(trainer, sampler - 3, mask, "sequence_mask", cap=3.0).item() == 0.0  # e^9.39
+
+
+def test_sampler_correction_weights_the_surrogate_not_the_kl():
+    # A = 1, on-policy (rho = 1): the policy term is -1 per token, times w = [2, 0.5]; the KL is added unweighted
+    logps = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    ref = torch.tensor([[-2.0, -1.0]])  # k3 = e^-1 + 1 - 1 = 0.3679, then 0
+    weights = torch.tensor([[2.0, 0.5]])
+    out = algo.per_token_loss(
+        logps, logps.detach(), torch.tensor([1.0]), torch.ones(1, 2), epsilon_low=0.2, epsilon_high=0.2, beta=0.1,
+        ref_logps=ref, sampler_weights=weights,
+    )  # fmt: skip
+    torch.testing.assert_close(out.per_token_loss, torch.tensor([[-2.0 + 0.03679, -0.5]]), atol=1e-4, rtol=0)
+    out.per_token_loss.sum().backward()  # d/dlogp of -w * rho * A = -w; the weights themselves carry no gradient
+    assert logps.grad[0, 1].item() == pytest.approx(-0.5)
