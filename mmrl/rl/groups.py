@@ -22,7 +22,7 @@ from mmrl.models.inputs import ROW_KEYS
 from mmrl.models.prompts import load_image, prompt_inputs
 from mmrl.rewards.compose import score_completions
 from mmrl.rl import algo
-from mmrl.rl.dist import all_reduce, any_process, timed
+from mmrl.rl.dist import all_reduce, any_process, engine_name, max_over_processes, timed
 from mmrl.rollout.hf import Rollout, generate_completions
 
 
@@ -92,27 +92,31 @@ def generate(run: Any, model: Any, items: list[Prepared]) -> list[Rollout]:
     """G completions for each prepared sample, one Rollout each, from the configured backend."""
     cfg, G = run.config, run.config.rollout.num_generations
     if run.vllm is not None:  # vLLM (server or colocated) samples every group, seeded the same way
-        return run.vllm.generate_groups(
+        return [] if not items else run.vllm.generate_groups(
             [i.sample for i in items], [i.image for i in items], [i.prompt["input_ids"] for i in items], G,
             [i.seed for i in items],
         )  # fmt: skip
-    if not cfg.rollout.share_prompt:  # the plain reference path: one generate call (one random stream) per sample
-        return [generate_completions(model, run.processor, i.prompt, G, cfg.rollout, seeds=[i.seed]) for i in items]
-    size = cfg.rollout.generation_batch_size or len(items)
+    # the plain reference path (share_prompt off) makes one generate call (one random stream) per sample
+    size = (cfg.rollout.generation_batch_size or max(len(items), 1)) if cfg.rollout.share_prompt else 1
+    chunks = [items[start : start + size] for start in range(0, len(items), size)]
+    synced = engine_name(run.accelerator) == "fsdp"  # every forward is a collective: the processes go in step
+    if synced and any_process(run.accelerator, not chunks):
+        raise RuntimeError("FSDP: a process has no usable sample in its share of this step (see the warnings)")
+    calls = max_over_processes(run.accelerator, len(chunks)) if synced else len(chunks)
     rollouts: list[Rollout] = []
-    for start in range(0, len(items), size):
-        chunk = items[start : start + size]
+    for k in range(calls):  # a process with fewer chunks repeats its last one, and drops what it gives
+        chunk = chunks[min(k, len(chunks) - 1)]
         batch = stack_prompts([i.prompt for i in chunk], run.pad_token_id)
-        rollout = generate_completions(model, run.processor, batch, G, cfg.rollout, seeds=[i.seed for i in chunk])
-        rollouts += rollout.split()
+        seeds = [i.seed for i in chunk]
+        rollout = generate_completions(model, run.processor, batch, G, cfg.rollout, seeds=seeds, synced=synced)
+        if k < len(chunks):
+            rollouts += rollout.split()
     return rollouts
 
 
 def make_groups(run: Any, model: Any, items: list[Prepared]) -> list[Group]:
     """Roll out every prepared sample in one generation, then score each group."""
-    if not items:
-        return []
-    cfg = run.config
+    cfg = run.config  # with no item, generate still joins the processes' collectives (FSDP)
     with timed(run.timers, "generate"):
         rollouts = generate(run, model, items)
     groups = []

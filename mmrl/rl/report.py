@@ -57,7 +57,8 @@ def evaluate(run: Any) -> dict[str, float]:
     The one evaluation path: `mmrl eval` scores with the same `greedy_completions` and `score_rows`."""
     cfg, acc = run.config, run.accelerator
     manifest = read_manifest(cfg.data.eval_manifest)
-    mine = manifest.samples[acc.process_index :: acc.num_processes]
+    share, own = eval_share(len(manifest.samples), acc.process_index, acc.num_processes)
+    mine = [manifest.samples[i] for i in share]
     rows = []
     with unwrap_model_for_generation(run.model, acc) as model:
         for start in range(0, len(mine), cfg.training.batch_size):
@@ -67,7 +68,8 @@ def evaluate(run: Any) -> dict[str, float]:
                 model, run.processor, samples, images, cfg.data, cfg.rollout.max_completion_length, len(samples),
                 run.device,
             )  # fmt: skip
-            for r in score_rows(texts, samples, cfg.rewards, run.frame):
+            scored = score_rows(texts, samples, cfg.rewards, run.frame)[: max(own - start, 0)]  # repeats dropped
+            for r in scored:
                 rows.append({"variant": r["variant"], "reward": r["reward"], **r["terms"], "accuracy": r["correct"],
                              "abstention_rate": r["abstained"], "format_rate": r["formatted"]})  # fmt: skip
     rows = _gather(acc, rows)
@@ -77,6 +79,20 @@ def evaluate(run: Any) -> dict[str, float]:
         for key in ["reward", *cfg.rewards.terms, "accuracy", "abstention_rate", "format_rate"]:
             out[f"eval/{variant}/{key}"] = mean_std(r.get(key) for r in chosen)[0]
     return out
+
+
+def eval_share(num_samples: int, process_index: int, num_processes: int) -> tuple[list[int], int]:
+    """(indices this process evaluates, how many of them are its own): every process gets the same number, so they
+    run the same number of generation passes (FSDP's forwards are collectives); a short share repeats its last index
+    (or index 0), and those repeats are not scored.
+
+    >>> eval_share(5, 0, 2), eval_share(5, 1, 2), eval_share(1, 1, 2)
+    (([0, 2, 4], 3), ([1, 3, 3], 2), ([0], 0))
+    """
+    own = list(range(process_index, num_samples, num_processes))
+    size = -(-num_samples // num_processes)
+    filler = own[-1] if own else 0
+    return own + [filler] * (size - len(own)), len(own)
 
 
 def samples_page(run: Any, groups: list[Group], advantages: list[torch.Tensor], max_rows: int = 32) -> Path:

@@ -140,8 +140,13 @@ def generate_completions(
     num_generations: int,
     rollout_config: Any,
     seeds: list[int] | None = None,
+    synced: bool = False,
 ) -> Rollout:
     """Sample `num_generations` completions for each prompt row of `prompt_inputs` (B rows -> B*G completions).
+
+    `synced`: every process of the default process group decodes until all processes' rows have stopped (FSDP: each
+    forward is a collective, so a process that stopped early would leave the others waiting forever); a process whose
+    rows stopped keeps decoding padding, which the masks drop. transformers' `generate` does the same (`synced_gpus`).
 
     `rollout_config` needs temperature, top_p, top_k (0: off), max_completion_length and share_prompt. `seeds` (one
     per prompt) seeds each prompt's group on its own; without them the global RNG draws. The plain path takes seeds
@@ -159,7 +164,7 @@ def generate_completions(
     try:
         if shared:
             completion_ids, logps = _sample_shared(
-                model, processor, prompt_inputs, num_generations, rollout_config, seeds
+                model, processor, prompt_inputs, num_generations, rollout_config, seeds, synced
             )
             return finish_rollout(processor, completion_ids, logps, num_generations)
         inputs = repeat_prompt_inputs(model, prompt_inputs, num_generations)
@@ -169,7 +174,9 @@ def generate_completions(
         with torch.random.fork_rng(devices=_rng_devices(inputs["input_ids"].device)) if seeded else nullcontext():
             if seeded:
                 torch.manual_seed(seeds[0])
-            out = model.generate(**inputs, **kwargs, output_logits=True, return_dict_in_generate=True)
+            out = model.generate(
+                **inputs, **kwargs, output_logits=True, return_dict_in_generate=True, synced_gpus=synced
+            )
     finally:
         model.train(was_training)
     completion_ids = out.sequences[:, prompt_length:]  # (B*G, T)
@@ -209,6 +216,7 @@ def _sample_shared(
     num_generations: int,
     rollout_config: Any,
     seeds: list[int] | None,
+    synced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(completion_ids (B*G, T), sampling log-probs (B*G, T)): each prompt prefilled once, all rows decoded together."""
     group = num_generations
@@ -246,7 +254,7 @@ def _sample_shared(
         logps.append(torch.log_softmax(logits / temperature, dim=-1).gather(-1, next_tokens[:, None]))
         tokens.append(next_tokens)
         finished = finished | torch.isin(next_tokens, stop_ids)
-        if step == max_tokens - 1 or ((step + 1) % check_every == 0 and bool(finished.all())):
+        if step == max_tokens - 1 or ((step + 1) % check_every == 0 and _all_stopped(finished, synced)):
             break
         out = model(
             input_ids=next_tokens[:, None],
@@ -258,6 +266,16 @@ def _sample_shared(
         logits = out.logits[:, -1, :].float()
     completion_ids, logps = torch.stack(tokens, dim=1), torch.cat(logps, dim=1)  # (B*G, T), (B*G, T)
     return _trim_finished(completion_ids, logps, stop_ids)
+
+
+def _all_stopped(finished: torch.Tensor, synced: bool) -> bool:
+    """Whether every row has stopped: on this process, or (synced) on every process of the default group."""
+    done = finished.all()
+    if synced and torch.distributed.is_initialized():
+        flag = done.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+    return bool(done)
 
 
 def _trim_finished(ids: torch.Tensor, logps: torch.Tensor, stop_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
