@@ -16,7 +16,6 @@ run folder records the engine and the processes that ran.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,10 @@ from mmrl.boxes import FrameSpec
 from mmrl.config.schema import TrainConfig
 from mmrl.data.manifest import Manifest, SampleStream, read_manifest
 from mmrl.errors import UserError
-from mmrl.io import checkpoint, recovery
 from mmrl.io.resume_guard import check_resume_config
 from mmrl.models.loading import load_model_and_processor
-from mmrl.rl.dist import configure_deepspeed, engine_name, is_sharded, make_accelerator
+from mmrl.rl.dist import configure_deepspeed, is_sharded, make_accelerator
+from mmrl.rl.engine import resume_run, save_run_checkpoint, write_run_info
 from mmrl.rl.optim import build_optimizer, build_scheduler
 from mmrl.rl.update import passes_per_step
 from mmrl.rollout.vllm import connect
@@ -107,23 +106,19 @@ def setup(config: TrainConfig) -> Run:
         trainable, manifest, stream, run_dir,
         int(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")), passes,
     )  # fmt: skip
-    sharded = is_sharded(accelerator)
-    # the newest intact checkpoint; damaged ones are skipped with a warning. Sharded engines restore the weights and
-    # every rank's optimiser shard from the engine state saved beside them.
-    found = None if t.resume != "auto" else recovery.resume(
-        run_dir, model=None if sharded else run.unwrapped_model, optimizer=None if sharded else optimizer,
-        scheduler=scheduler, process_index=accelerator.process_index,
-    )  # fmt: skip
+    found = (
+        None
+        if t.resume != "auto"
+        else resume_run(accelerator, run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+    )
     if found is not None:
         latest, resumed = found
-        if sharded:
-            accelerator.load_state(str(latest / ENGINE_STATE))
         run.step = resumed.step
         stream.load_state_dict(resumed.trainer_state["data"])
         if accelerator.is_main_process:
             print(f"mmrl: resumed from {latest} (step {run.step})")
     if accelerator.is_main_process:
-        write_run_info(run)
+        write_run_info(accelerator, run_dir, model, passes, run.step)
     if config.rollout.backend != "hf":
         run.vllm = connect(run)  # server: checks its pixel budget; colocated: starts the engine; resumed: weights
     return run
@@ -143,43 +138,15 @@ def reference_model(config: TrainConfig, model: Any, accelerator: Any) -> Any:
     return ref.eval().requires_grad_(False)
 
 
-ENGINE_STATE = "accelerate"  # the engine's per-rank state inside a checkpoint folder (DeepSpeed / FSDP)
-
-
-def write_run_info(run: Run) -> Path:
-    """`run_info.json`: which engine ran, on how many processes and devices, from which step."""
-    acc = run.accelerator
-    info = {
-        "engine": engine_name(acc),
-        "num_processes": acc.num_processes,
-        "device": acc.device.type,
-        "mixed_precision": acc.mixed_precision,
-        "model_dtype": str(next(run.unwrapped_model.parameters()).dtype).removeprefix("torch."),
-        "passes_per_step": run.passes,
-        "started_at_step": run.step,
-    }
-    if acc.distributed_type == DistributedType.DEEPSPEED:
-        ds = acc.state.deepspeed_plugin.deepspeed_config
-        keys = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
-        info["deepspeed"] = {k: ds.get(k) for k in keys} | {"zero_stage": ds["zero_optimization"]["stage"]}
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    path = run.run_dir / "run_info.json"
-    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
 def save(run: Run) -> Path:
-    acc = run.accelerator
-    sharded = is_sharded(acc)
-    state = acc.get_state_dict(run.model) if sharded else None  # every process takes part in the gather
-
-    def engine_state(folder: Path) -> None:  # every rank writes its own shard of the optimiser (and weights)
-        acc.save_state(str(folder / ENGINE_STATE))
-
-    return checkpoint.save_checkpoint(
-        run.run_dir, run.step, model=run.unwrapped_model, optimizer=None if sharded else run.optimizer,
-        scheduler=run.scheduler, trainer_state={"data": run.stream.state_dict()}, processor=run.processor,
-        total_limit=run.config.training.save_total_limit, process_index=acc.process_index,
-        is_main_process=acc.is_main_process, barrier=acc.wait_for_everyone, model_state_dict=state,
-        extra_state=engine_state if sharded else None,
-    )  # fmt: skip
+    return save_run_checkpoint(
+        run.accelerator,
+        run.run_dir,
+        run.step,
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        trainer_state={"data": run.stream.state_dict()},
+        processor=run.processor,
+        total_limit=run.config.training.save_total_limit,
+    )

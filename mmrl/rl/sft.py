@@ -12,7 +12,10 @@ The loop, as built (one step):
 3. loss = minus the mean log-prob of the completion tokens (prompt tokens carry no loss), through the one log-prob
    function `mmrl.models.logprobs.completion_logprobs`, averaged over every completion token of the step;
    micro-batches of `training.micro_batch_size` samples accumulate gradients;
-4. clip to `training.max_grad_norm`, AdamW (the vision tower at `training.vision_lr_scale` times the LR), schedule;
+4. clip to `training.max_grad_norm`, AdamW (the vision tower at `training.vision_lr_scale` times the LR), schedule:
+   one optimiser step per step on any engine (`mmrl.rl.engine.accumulate_and_step`, shared with GRPO); with several
+   processes (`scripts/train.sh` launches `mmrl sft` like `mmrl train`: DDP, ZeRO-2/3) each takes its share of the
+   batch and the loss is the mean over every process's tokens, so 2 processes train as 1 does;
 5. log to `metrics.jsonl` / TensorBoard; checkpoint every `training.save_steps` and at the end in the trainer's
    format (`mmrl.io.checkpoint`), so `mmrl export RUN` and `mmrl train ... model.name_or_path=RUN/checkpoint-N/model`
    start from it; `training.resume=auto` continues from the latest checkpoint; with `data.eval_manifest`, a greedy
@@ -24,12 +27,16 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType, set_seed
 from tqdm import tqdm
+from trl.models.utils import unwrap_model_for_generation
 
 from data_builders.build import ensure_manifest
 from mmrl.boxes import FrameSpec
@@ -39,11 +46,12 @@ from mmrl.data.manifest import SampleStream, read_manifest
 from mmrl.errors import UserError
 from mmrl.eval.evaluate import evaluate_samples, write_report
 from mmrl.io import checkpoint, resume_guard
-from mmrl.io import recovery as checkpoint_recovery
 from mmrl.io.logger import MetricsLogger
 from mmrl.models.loading import load_model_and_processor
 from mmrl.models.logprobs import completion_logprobs
 from mmrl.models.prompts import load_image, prompt_inputs, target_completion, tokenize_completions
+from mmrl.rl.dist import all_reduce, any_process, configure_deepspeed, engine_name, make_accelerator
+from mmrl.rl.engine import accumulate_and_step, resume_run, save_run_checkpoint, write_run_info
 from mmrl.rl.optim import build_optimizer, build_scheduler
 from mmrl.types import Variant
 
@@ -99,73 +107,107 @@ def sft_loss(model: Any, processor: Any, samples: list[Any], images: list[Any], 
     return -logps.sum()
 
 
+def scaled_micro_loss(
+    k: int,
+    *,
+    model: Any,
+    processor: Any,
+    batch: list,
+    images: list,
+    ids: Any,
+    mask: Any,
+    data: Any,
+    size: int,
+    scale: float,
+) -> tuple[torch.Tensor, bool]:
+    """Micro-batch k of a step's share (its rows k*size..), summed -log p times `scale`; always a real pass."""
+    rows = slice(k * size, (k + 1) * size)
+    return sft_loss(model, processor, batch[rows], images[rows], ids[rows], mask[rows], data) * scale, True
+
+
 def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
-    """Run SFT as `config` says; returns the final checkpoint and the trained model."""
+    """Run SFT as `config` says (one process, or several through Accelerate); returns the final checkpoint and the
+    trained model (unwrapped)."""
     t = config.training
     start_time = time.perf_counter()
-    torch.manual_seed(t.seed)
+    acc = make_accelerator()
+    set_seed(t.seed)  # the same initial state on every process
     random.seed(t.seed)
     run_dir = Path(t.output_dir)
-    resume_guard.check_resume_config(config, run_dir)  # before any model loads
-    ensure_manifest(config.data.train_manifest, t.build_config)
+    resume_guard.check_resume_config(config, run_dir, acc.is_main_process)  # before any model loads
+    if acc.is_main_process:
+        ensure_manifest(config.data.train_manifest, t.build_config)
+    acc.wait_for_everyone()
     manifest = read_manifest(config.data.train_manifest)
     samples = select_samples(manifest.samples, config.sft, t.seed)
     if not samples:
         raise UserError(f"sft: no sample of {manifest.path} is left after sft.variants / counterfactual_fraction")
+    if t.batch_size % acc.num_processes:
+        raise UserError(f"training.batch_size={t.batch_size} must split evenly over {acc.num_processes} processes")
+    passes = math.ceil(t.batch_size // acc.num_processes / t.micro_batch_size)  # the same on every process
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(acc, t.micro_batch_size, passes, t.max_grad_norm)
     model, processor, family = load_model_and_processor(config.model)
+    model.to(acc.device)
     frame = FrameSpec.for_family(family, config.model.min_pixels, config.model.max_pixels)
     optimizer, trainable = build_optimizer(t, model)
     scheduler = build_scheduler(t, optimizer)
-    stream = SampleStream(len(samples), seed=t.seed, shuffle=config.data.shuffle)
+    model, optimizer = acc.prepare(model, optimizer)
+    stream = SampleStream(
+        len(samples), seed=t.seed, shuffle=config.data.shuffle, process_index=acc.process_index,
+        num_processes=acc.num_processes,
+    )  # fmt: skip
     step = 0
     found = (
-        checkpoint_recovery.resume(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
-        if t.resume == "auto"
-        else None
+        resume_run(acc, run_dir, model=model, optimizer=optimizer, scheduler=scheduler) if t.resume == "auto" else None
     )
-    latest = None
     if found is not None:
-        latest, resumed = found
-        step = resumed.step
-        stream.load_state_dict(resumed.trainer_state["data"])
-    resume_guard.save_run_config(config, run_dir, step)
-    logger = MetricsLogger(run_dir, tensorboard=config.logging.tensorboard, config=to_dict(config), resume_step=step)
-    bar = tqdm(total=t.max_steps, initial=step, desc="sft", disable=not progress)
-    last: Path | None = latest
+        step = found[1].step
+        stream.load_state_dict(found[1].trainer_state["data"])
+    if acc.is_main_process:
+        resume_guard.save_run_config(config, run_dir, step)
+        write_run_info(acc, run_dir, model, passes, step)
+    logger = MetricsLogger(
+        run_dir, tensorboard=config.logging.tensorboard, config=to_dict(config), resume_step=step,
+        is_main_process=acc.is_main_process,
+    )  # fmt: skip
+    bar = tqdm(total=t.max_steps, initial=step, desc="sft", disable=not (progress and acc.is_main_process))
+    last: Path | None = found[0] if found is not None else None
 
     def save_now() -> Path:
-        return checkpoint.save_checkpoint(
-            run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler, processor=processor,
-            trainer_state={"data": stream.state_dict(), "stage": "sft"}, total_limit=t.save_total_limit,
+        return save_run_checkpoint(
+            acc, run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
+            trainer_state={"data": stream.state_dict(), "stage": "sft"}, processor=processor,
+            total_limit=t.save_total_limit,
         )  # fmt: skip
 
     loop_start = time.perf_counter()
     while step < t.max_steps:
-        if config.sft.max_seconds and time.perf_counter() - loop_start >= config.sft.max_seconds:
+        out_of_time = config.sft.max_seconds and time.perf_counter() - loop_start >= config.sft.max_seconds
+        if any_process(acc, bool(out_of_time)):  # every process stops at the same step
             break
         step_start = time.perf_counter()
-        batch = [samples[i] for i in stream.next_batch(t.batch_size)]
+        batch = [samples[i] for i in stream.next_batch(t.batch_size)]  # this process's share
         try:
             images = [load_image(s, manifest.root, config.data) for s in batch]
         except (OSError, ValueError) as err:
             raise UserError(f"sft: {err}; fix the image or drop the sample from the manifest") from None
         ids, mask = sft_targets(processor, batch, config, frame)  # (B, T)
-        num_tokens = int(mask.sum())  # every micro-batch's sum is divided by the step's token count
-        total_loss = 0.0
-        for i in range(0, len(batch), t.micro_batch_size):
-            rows = slice(i, i + t.micro_batch_size)
-            loss_sum = sft_loss(model, processor, batch[rows], images[rows], ids[rows], mask[rows], config.data)
-            (loss_sum / num_tokens).backward()
-            total_loss += float(loss_sum.detach())
-        max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
-        if math.isfinite(grad_norm):
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        local_tokens = float(mask.sum())
+        num_tokens = float(all_reduce(acc, torch.tensor([local_tokens], dtype=torch.float64)).item())
+        # every micro-batch's sum over the step's tokens of every process; DDP and DeepSpeed average gradients
+        # over the processes, so the factor P makes the step's gradient that of the global token mean
+        scale = acc.num_processes / max(num_tokens, 1.0)
+
+        micro_loss = partial(
+            scaled_micro_loss, model=model, processor=processor, batch=batch, images=images, ids=ids, mask=mask,
+            data=config.data, size=t.micro_batch_size, scale=scale,
+        )  # fmt: skip
+        stepped = accumulate_and_step(acc, model, optimizer, trainable, t.max_grad_norm, passes, micro_loss)
         scheduler.step()
         step += 1
-        loss = total_loss / max(num_tokens, 1)
-        logger.log(step, {"loss": loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+        loss = float(all_reduce(acc, torch.tensor([stepped.loss])).item()) / acc.num_processes
+        logger.log(step, {"loss": loss, "grad_norm": stepped.grad_norm, "lr": scheduler.get_last_lr()[0],
                           "tokens": num_tokens, "time/step": time.perf_counter() - step_start})  # fmt: skip
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
@@ -176,16 +218,32 @@ def sft(config: SFTConfig, progress: bool = True) -> SFTResult:
         last = save_now()  # the end of the run, unless the loop just saved it (or a rerun found it done)
     eval_summary = None
     if config.data.eval_manifest:
-        eval_manifest = read_manifest(config.data.eval_manifest)
-        rows, eval_summary, _ = evaluate_samples(model, processor, frame, eval_manifest, config, progress=progress)
-        write_report(run_dir / "eval", rows, eval_summary)
-        flat = {
-            f"eval/{variant}/{key}": value
-            for variant, metrics in eval_summary["variants"].items()
-            for key, value in metrics.items()
-            if isinstance(value, float)
-        }
-        logger.log(step, flat)
+        eval_summary = final_evaluation(acc, model, processor, frame, config, logger, step, progress)
     logger.close()
-    model.eval()
+    acc.wait_for_everyone()
+    model = acc.unwrap_model(model).eval()
     return SFTResult(run_dir, last, model, processor, step, time.perf_counter() - start_time, eval_summary)
+
+
+def final_evaluation(
+    acc: Any, model: Any, processor: Any, frame: Any, config: SFTConfig, logger: Any, step: int, progress: bool
+) -> dict[str, Any] | None:
+    """The greedy evaluation at the end (the `mmrl eval` path), on the main process with the gathered weights
+    (ZeRO-3 gathers them for every process; FSDP's forwards are collectives, so there `mmrl eval` does it)."""
+    if engine_name(acc) == "fsdp":
+        warnings.warn("sft under FSDP: no evaluation at the end; run `mmrl eval` on the exported model", stacklevel=2)
+        return None
+    summary = None
+    with unwrap_model_for_generation(model, acc) as unwrapped:
+        if acc.is_main_process:
+            eval_manifest = read_manifest(config.data.eval_manifest)
+            rows, summary, _ = evaluate_samples(unwrapped, processor, frame, eval_manifest, config, progress=progress)
+            write_report(Path(config.training.output_dir) / "eval", rows, summary)
+            flat = {
+                f"eval/{variant}/{key}": value
+                for variant, metrics in summary["variants"].items()
+                for key, value in metrics.items()
+                if isinstance(value, float)
+            }
+            logger.log(step, flat)
+    return summary

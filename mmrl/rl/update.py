@@ -19,9 +19,7 @@ step whose gradients are not finite on any rank (its overflow check is all-reduc
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -30,6 +28,7 @@ from accelerate.utils import DistributedType
 from mmrl.models.logprobs import completion_logprobs
 from mmrl.rl import algo
 from mmrl.rl.dist import all_reduce
+from mmrl.rl.engine import accumulate_and_step
 
 
 def micro_batches(num_rows: int, size: int) -> list[list[int]]:
@@ -139,47 +138,24 @@ def policy_update(
     loss_sum, grad_norm, skipped = 0.0, math.nan, 0
     engine_steps = run.model.global_steps if deepspeed else 0
     for _ in range(cfg.grpo.num_iterations):
-        iteration_loss = 0.0
-        for k in range(passes):
-            real, last = k < len(batches), k == passes - 1
-            j = min(k, len(batches) - 1)
-            # gradients are synchronised across processes only at the last micro-batch (DeepSpeed: its boundary)
-            sync = contextlib.nullcontext() if last or deepspeed else acc.no_sync(run.model)
-            with sync:
-                loss, stats = micro_batch_loss(
-                    run.model, batches[j], advantages[j], None if old is None else old[j],
-                    None if ref is None else ref[j], cfg, num_micro_batches=len(batches),
-                    global_num_tokens=global_tokens, num_processes=acc.num_processes,
-                )  # fmt: skip
-                if not real:  # a lockstep pass: the same collectives as the other ranks, no gradient
-                    loss = loss * 0.0
-                if deepspeed:
-                    acc.sync_gradients = last  # the engine steps at the boundary only
-                    acc.backward(loss, scale_wrt_gas=False)  # mmrl's loss is already averaged over micro-batches
-                else:
-                    acc.backward(loss)
-            if real:
-                iteration_loss += float(loss.detach())
+
+        def micro_loss(k: int) -> tuple[torch.Tensor, bool]:
+            j = min(k, len(batches) - 1)  # past its own micro-batches a process repeats its last one (lockstep)
+            loss, stats = micro_batch_loss(
+                run.model, batches[j], advantages[j], None if old is None else old[j], None if ref is None else ref[j],
+                cfg, num_micro_batches=len(batches), global_num_tokens=global_tokens, num_processes=acc.num_processes,
+            )  # fmt: skip
+            if k < len(batches):
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
-        loss_sum += iteration_loss
-        if deepspeed:
-            acc.sync_gradients = True
-            applied = run.model.was_step_applied()
-            norm = run.model.get_global_grad_norm()
-            grad_norm = float(norm) if norm is not None and applied else math.nan
-        else:
-            max_norm = cfg.training.max_grad_norm if cfg.training.max_grad_norm > 0 else float("inf")
-            grad_norm = float(acc.clip_grad_norm_(run.trainable, max_norm))
-            applied = math.isfinite(grad_norm) and math.isfinite(iteration_loss)
-            if applied:
-                run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
-        if not applied:  # the weights stay as they were; a NaN loss makes the synchronised norm NaN on every process
-            skipped += 1
-            warnings.warn(
-                f"non-finite loss ({iteration_loss}) or gradient norm ({grad_norm}): update skipped", stacklevel=1
-            )
+            return loss, k < len(batches)
+
+        stepped = accumulate_and_step(
+            acc, run.model, run.optimizer, run.trainable, cfg.training.max_grad_norm, passes, micro_loss
+        )
+        loss_sum += stepped.loss
+        grad_norm = stepped.grad_norm
+        skipped += not stepped.applied
     optimizer_steps = run.model.global_steps - engine_steps if deepspeed else cfg.grpo.num_iterations
     summed = all_reduce(acc, torch.tensor([totals[k] for k in sorted(totals)], dtype=torch.float64))
     totals = dict(zip(sorted(totals), summed.tolist(), strict=True))
