@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # GRPO training on one machine: scripts/train.sh CONFIG [key=value | @FILE ...]
+# (MMRL_COMMAND=sft launches `mmrl sft` the same way: a supervised warm start on the same engines)
 #
 # With GPUs: `accelerate launch` over all of this machine's GPUs with configs/accelerate/$MMRL_ACCELERATE.yaml.
 # Without:   one CPU process (`mmrl train`), or MMRL_NUM_PROCESSES CPU processes over gloo (torchrun, since
@@ -13,6 +14,7 @@
 # repository root, so paths inside configs and overrides (runs/...) are relative to it.
 #
 # Environment (all optional):
+#   MMRL_COMMAND        train | sft (default train)
 #   MMRL_ACCELERATE     ddp | zero2 | zero3 | fsdp (default ddp): which configs/accelerate/*.yaml
 #   MMRL_NUM_PROCESSES  processes on this machine (default: the GPUs visible here, 1 without GPUs)
 #   MMRL_MIXED_PRECISION  bf16 | fp16 | no (default bf16 on GPUs): autocast over the config's fp32 master weights
@@ -33,6 +35,11 @@ read_overrides train.sh "$repo" "$@"
 cd "$repo"
 
 bin="$(mmrl_bin)"
+command="${MMRL_COMMAND:-train}"
+case "$command" in
+  train | sft) ;;
+  *) echo "train.sh: MMRL_COMMAND must be train or sft, got '$command'" >&2; exit 2 ;;
+esac
 mode="${MMRL_ACCELERATE:-ddp}"
 case "$mode" in
   ddp | zero2 | zero3 | fsdp) ;;
@@ -59,7 +66,7 @@ if [[ $gpus -gt 0 ]]; then
   cmd=("${bin}accelerate" launch --config_file "configs/accelerate/$mode.yaml"
     --num_processes "$((nproc * machines))" --num_machines "$machines" --machine_rank "$rank"
     --main_process_ip "$addr" --main_process_port "$port" --mixed_precision "${MMRL_MIXED_PRECISION:-bf16}"
-    -m mmrl.cli train "$config" "${overrides[@]}")
+    -m mmrl.cli "$command" "$config" "${overrides[@]}")
 else
   nproc="${MMRL_NUM_PROCESSES:-1}"
   case "$mode" in
@@ -73,11 +80,11 @@ else
   esac
   if [[ $nproc -eq 1 && $machines -eq 1 && $mode == ddp ]]; then
     unset MMRL_ENGINE ACCELERATE_USE_CPU
-    cmd=("${bin}mmrl" train "$config" "${overrides[@]}")
+    cmd=("${bin}mmrl" "$command" "$config" "${overrides[@]}")
   else
     echo "+ MMRL_ENGINE=$mode (no GPU: $nproc CPU processes per machine over gloo)" >&2
     cmd=("${bin}torchrun" --nproc_per_node "$nproc" --nnodes "$machines" --node_rank "$rank"
-      --master_addr "$addr" --master_port "$port" -m mmrl.cli train "$config" "${overrides[@]}")
+      --master_addr "$addr" --master_port "$port" -m mmrl.cli "$command" "$config" "${overrides[@]}")
   fi
 fi
 echo "+ ${cmd[*]}" >&2
