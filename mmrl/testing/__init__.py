@@ -15,6 +15,8 @@ token (to make stops or forbidden tokens likely).
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,15 @@ def biased_model(path: str | Path, token_id: int, bias: float):
         head.bias[token_id] = bias
     model.lm_head = head
     return model.eval()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a test's own process group (torchrun's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def metrics_rows(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

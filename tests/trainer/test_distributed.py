@@ -6,9 +6,7 @@ so it is not what this test uses.) The ranks take different halves of each globa
 completions are the same as one process's because sampling is seeded per sample; gradients are averaged by DDP.
 """
 
-import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +16,7 @@ from safetensors.torch import load_file
 
 from mmrl.config.loader import save_config
 from mmrl.rl.loop import train
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from mmrl.testing import free_port, metrics_rows
 
 
 def test_two_gloo_processes_match_one_process(make_config, tmp_path):
@@ -39,7 +28,7 @@ def test_two_gloo_processes_match_one_process(make_config, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-               str(_free_port()), "-m", "mmrl.cli", "train", str(config_dir / "config.yaml")]  # fmt: skip
+               str(free_port()), "-m", "mmrl.cli", "train", str(config_dir / "config.yaml")]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     double = Path(config.training.output_dir)
@@ -47,7 +36,7 @@ def test_two_gloo_processes_match_one_process(make_config, tmp_path):
     # both processes wrote their RNG state; only the main one wrote the model and the metrics
     checkpoint = double / "checkpoint-000002"
     assert {p.name for p in checkpoint.glob("rng_state_*.pt")} == {"rng_state_0.pt", "rng_state_1.pt"}
-    one, two = _rows(single.run_dir), _rows(double)
+    one, two = metrics_rows(single.run_dir), metrics_rows(double)
     for a, b in zip(one, two, strict=True):
         assert b["groups_used"] == 4  # gathered from both ranks: 2 samples each
         assert a["reward"] == b["reward"] and a["completion_length/mean"] == b["completion_length/mean"]

@@ -4,7 +4,6 @@ optimiser step is made per step. Same losses within 1e-5 over 3 steps, same fina
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +14,9 @@ from safetensors.torch import load_file
 from mmrl.config.loader import load_config, save_config
 from mmrl.config.schema import SFTConfig
 from mmrl.rl.sft import sft
+from mmrl.testing import free_port, metrics_rows
 
 from .conftest import BASE
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_two_processes_match_one(tiny_model_dirs, synthetic_manifest, tmp_path):
@@ -45,13 +35,13 @@ def test_two_processes_match_one(tiny_model_dirs, synthetic_manifest, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MMRL_ENGINE": "ddp"}
     command = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-               str(_free_port()), "-m", "mmrl.cli", "sft", str(config_dir / "config.yaml")]  # fmt: skip
+               str(free_port()), "-m", "mmrl.cli", "sft", str(config_dir / "config.yaml")]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(double.training.output_dir)
     info = json.loads((run_dir / "run_info.json").read_text())
     assert (info["engine"], info["num_processes"], info["passes_per_step"]) == ("ddp", 2, 2)
-    one, two = _rows(single.run_dir), _rows(run_dir)
+    one, two = metrics_rows(single.run_dir), metrics_rows(run_dir)
     assert len(one) == len(two) == 3
     for a, b in zip(one, two, strict=True):
         assert a["tokens"] == b["tokens"]  # the step's tokens of both processes

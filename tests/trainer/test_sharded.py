@@ -9,7 +9,6 @@ the single process's losses and weights within 1e-5 over 3 steps.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors.torch import load_file
 
 from mmrl.config.loader import save_config
 from mmrl.rl.loop import train
+from mmrl.testing import free_port, metrics_rows
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is installed by scripts/setup_env.sh test")
 
@@ -32,16 +32,6 @@ OVERRIDES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def launch(config, tmp_path: Path, engine: str, *args: str) -> subprocess.CompletedProcess:
     """`mmrl train` on 2 CPU processes with `engine` (zero2 / zero3), as scripts/train.sh starts it."""
     config_dir = save_config(config, tmp_path / f"cfg-{engine}-{len(args)}").parent
@@ -52,7 +42,7 @@ def launch(config, tmp_path: Path, engine: str, *args: str) -> subprocess.Comple
     }  # fmt: skip
     env.pop("ACCELERATE_USE_CPU", None)
     command = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-               str(_free_port()), "-m", "mmrl.cli", "train", str(config_dir / "config.yaml"), *args]  # fmt: skip
+               str(free_port()), "-m", "mmrl.cli", "train", str(config_dir / "config.yaml"), *args]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -70,7 +60,7 @@ def test_two_deepspeed_processes_match_one_process(engine, make_config, tmp_path
     # 2 samples x 4 completions a rank in micro-batches of 4: 2 passes, accumulated by the engine
     assert info["deepspeed"] == {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2,
                                  "gradient_clipping": 1.0, "zero_stage": int(engine[-1])}  # fmt: skip
-    one, two = _rows(single_run.run_dir), _rows(run_dir)
+    one, two = metrics_rows(single_run.run_dir), metrics_rows(run_dir)
     assert len(one) == len(two) == 3
     for a, b in zip(one, two, strict=True):
         assert b["optimizer_steps"] == 1.0  # the engine's own count: one step per training step
@@ -101,7 +91,7 @@ def test_zero3_stop_and_resume_equals_an_uninterrupted_run(make_config, tmp_path
     launch(parts, tmp_path, "zero3", "--max-steps", "2")
     resumed = launch(parts, tmp_path, "zero3")
     assert "resumed from" in resumed.stdout and "(step 2)" in resumed.stdout
-    a, b = _rows(Path(whole.training.output_dir)), _rows(Path(parts.training.output_dir))
+    a, b = metrics_rows(Path(whole.training.output_dir)), metrics_rows(Path(parts.training.output_dir))
     assert [r["step"] for r in b] == [1, 2, 3]
     for x, y in zip(a, b, strict=True):
         assert (x["loss"], x["grad_norm"], x["kl"]) == (y["loss"], y["grad_norm"], y["kl"])

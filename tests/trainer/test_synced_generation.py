@@ -8,10 +8,11 @@ cap. Unsynced, the two make different numbers of forwards (which under FSDP woul
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from mmrl.testing import free_port
 
 SCRIPT = r"""
 import json, sys
@@ -42,19 +43,13 @@ json.dump(result, open(f"{out}/rank{rank}.json", "w"))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_synced_decoding_keeps_processes_in_step(tiny_model_dirs, tmp_path):
     script = tmp_path / "synced.py"
     script.write_text(SCRIPT)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-               str(_free_port()), str(script), str(tiny_model_dirs("qwen2_5_vl")), str(tmp_path)]  # fmt: skip
+               str(free_port()), str(script), str(tiny_model_dirs("qwen2_5_vl")), str(tmp_path)]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
