@@ -111,11 +111,11 @@ def plot_curves(metrics_path: Path, before: dict, out_png: Path) -> Path:
             if points:
                 axis.plot(*zip(*points, strict=True), label=key)
         axis.set_title(title)
-    for variant in VARIANTS[:3]:
+    for variant, style in zip(VARIANTS[:3], ("o-", "s--", "^:"), strict=True):  # overlapping lines stay visible
         key = f"eval/{variant}/abstention_rate"
         points = [(0, before["variants"][variant]["abstention_rate"])] if variant in before["variants"] else []
         points += [(r["step"], r[key]) for r in records if r.get(key) is not None]
-        axes[1].plot(*zip(*points, strict=True), marker="o", label=variant)
+        axes[1].plot(*zip(*points, strict=True), style, markersize=9 - 2 * len(axes[1].lines), label=variant)
     axes[1].set_ylim(-0.05, 1.05)
     axes[1].set_title("held-out abstention rate (greedy)")
     for axis in axes:
