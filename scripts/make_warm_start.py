@@ -1,5 +1,5 @@
-"""Make the shipped warm start (assets/warm_start/) again from scratch: a tiny Qwen2.5-VL that sees, trained on what
-ordinary VQA data gives a model.
+"""Make the shipped warm start (assets/warm_start/) again from scratch: a tiny Qwen2.5-VL trained on what ordinary
+VQA data gives a model.
 
     .venv/bin/python scripts/make_warm_start.py            # writes assets/warm_start/ (replaces an earlier one)
 
@@ -20,7 +20,10 @@ What it does, with every random choice from the pinned `--seed`:
    metrics per variant, the settings, how long it took).
 
 It prints how long it took. The warm start answers confidently when the evidence is masked, as real base models do;
-the quickstart's GRPO stage starts from it.
+the quickstart's GRPO stage starts from it. Measured for the shipped one (warm_start.json): held-out accuracy 0.53
+(positive) and 0.57 (random-masked), counterfactual abstention 0; issue 15 asked for >= 0.9 where the evidence is
+shown, which 4,000-7,000 steps of this recipe did not reach (binding rose from chance after ~2,000 steps, then
+stalled near 0.5-0.6).
 """
 
 from __future__ import annotations
