@@ -1,19 +1,23 @@
 """The quickstart flow on the embedded default (run by scripts/quickstart.sh after the environment is set up).
 
-build train + held-out manifests -> SFT warm start (`mmrl sft configs/sft_synthetic.yaml`) -> evaluate ->
-GRPO (`mmrl train configs/quickstart.yaml`) -> evaluate -> export -> a before/after table per variant and a PNG of
-the reward curves, all under `runs/quickstart/` (or --out). Every stage reuses what a previous run finished: the
-manifests, the SFT and GRPO checkpoints (resume=auto), the evaluations (cached per checkpoint), so a rerun is fast
-and gives the same numbers.
+build the GRPO training + held-out manifests -> evaluate the shipped warm start (assets/warm_start/, made by
+scripts/make_warm_start.py: a tiny Qwen2.5-VL that names the asked shape's colour about half the time and answers
+even when the evidence is masked) -> GRPO (`mmrl train configs/quickstart.yaml`, a held-out evaluation every few
+steps) -> evaluate -> export -> a before/after table per variant and one PNG of the reward curves and the held-out
+abstention per variant over the GRPO steps, all under `runs/quickstart/` (or --out). Every stage reuses what a
+previous run finished: the manifests, the GRPO checkpoint (resume=auto), the evaluations (cached per checkpoint), so
+a rerun is fast and gives the same numbers.
 
-Options: --out DIR, --sft-steps N, --grpo-steps N, --eval-items N (held-out items evaluated; 3 samples each),
---train-items N; any further `section.key=value` arguments go to the GRPO config.
+Options: --out DIR, --warm-start DIR, --grpo-steps N, --eval-items N (held-out items; 3 samples each),
+--train-items N, --threads N (default: the cores not busy now); any further `section.key=value` arguments go to
+the GRPO config.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +28,18 @@ if str(ROOT) not in sys.path:  # run as a script from any folder
 
 VARIANTS = ("positive", "counterfactual", "random_masked", "all")
 TABLE_KEYS = ("accuracy", "abstention_rate", "format_rate", "reward", "mean_iou", "AP50")
+WARM_START = ROOT / "assets" / "warm_start"
+
+
+def free_cores(limit: int = 4) -> int:
+    """The cores not busy now (the 1-minute load average taken off the usable ones), at least 1, at most `limit`.
+
+    torch's default of one thread per core oversubscribes a shared machine: a GRPO step that takes ~0.5 s idle
+    took 50-70 s while other jobs ran (DESIGN.md). Fewer threads than cores only slows an idle machine a little.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(limit, usable, round(usable - busy)))
 
 
 def stage(name: str) -> None:
@@ -66,7 +82,7 @@ def cached_eval(model, processor, frame, manifest_path: Path, config, out_dir: P
 
 
 def before_after_table(before: dict, after: dict) -> str:
-    lines = ["| variant | metric | SFT warm start | after GRPO | change |", "|---|---|---|---|---|"]
+    lines = ["| variant | metric | warm start | after GRPO | change |", "|---|---|---|---|---|"]
     for variant in VARIANTS:
         b, a = before["variants"].get(variant), after["variants"].get(variant)
         if b is None or a is None:
@@ -78,26 +94,32 @@ def before_after_table(before: dict, after: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_rewards(metrics_path: Path, out_png: Path) -> Path:
+def plot_curves(metrics_path: Path, before: dict, out_png: Path) -> Path:
+    """One PNG: sampled reward and its terms, held-out abstention per variant (step 0: the warm start), exploration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    steps = [r["step"] for r in records]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    panels = (
-        (left, ("reward", "reward/answer", "reward/format", "reward/grounding"), "mean reward of sampled completions"),
-        (right, ("frac_zero_spread", "entropy"), "exploration"),
-    )
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    terms = ("reward", "reward/answer", "reward/format", "reward/grounding")
+    panels = ((axes[0], terms, "mean reward of sampled completions"), (axes[2], ("frac_zero_spread",), "exploration"))
     for axis, keys, title in panels:
         for key in keys:
-            values = [r.get(key) for r in records]
-            if any(v is not None for v in values):
-                axis.plot(steps, [float("nan") if v is None else v for v in values], label=key)
-        axis.set_xlabel("GRPO step")
+            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+            if points:
+                axis.plot(*zip(*points, strict=True), label=key)
         axis.set_title(title)
+    for variant, style in zip(VARIANTS[:3], ("o-", "s--", "^:"), strict=True):  # overlapping lines stay visible
+        key = f"eval/{variant}/abstention_rate"
+        points = [(0, before["variants"][variant]["abstention_rate"])] if variant in before["variants"] else []
+        points += [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        axes[1].plot(*zip(*points, strict=True), style, markersize=9 - 2 * len(axes[1].lines), label=variant)
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_title("held-out abstention rate (greedy)")
+    for axis in axes:
+        axis.set_xlabel("GRPO step")
         axis.legend()
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
@@ -108,81 +130,86 @@ def plot_rewards(metrics_path: Path, out_png: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/quickstart")
-    parser.add_argument("--sft-steps", type=int, default=150)
-    parser.add_argument("--grpo-steps", type=int, default=20)
+    parser.add_argument("--warm-start", default=str(WARM_START), help="the model folder GRPO starts from")
+    parser.add_argument("--grpo-steps", type=int, default=None, help="default: training.max_steps of the config")
     parser.add_argument("--train-items", type=int, default=200)
-    parser.add_argument("--eval-items", type=int, default=40)
+    parser.add_argument("--eval-items", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores not busy now)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the GRPO config")
     args = parser.parse_intermixed_args(argv)
 
     import torch
 
-    from mmrl.boxes import FrameSpec
     from mmrl.config.loader import load_config
     from mmrl.config.schema import TrainConfig
+    from mmrl.errors import UserError
+    from mmrl.eval.evaluate import load_model_folder
+    from mmrl.io.checkpoint import latest_checkpoint
     from mmrl.io.export import export
     from mmrl.rl.loop import train
-    from mmrl.rl.sft import SFTConfig, sft
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    threads = args.threads or free_cores()
+    torch.set_num_threads(threads)
     out = Path(args.out)
+    warm_dir = Path(args.warm_start)
+    if not (warm_dir / "model.safetensors").is_file():
+        raise UserError(f"no warm start at {warm_dir} (make one with scripts/make_warm_start.py)")
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    print(f"torch threads: {threads}")
 
-    stage("1/6 data: training and held-out manifests")
+    stage("1/5 data: GRPO training and held-out manifests")
     train_manifest, eval_manifest = build_manifests(out, args.train_items, args.eval_items)
     times["data"] = time.perf_counter() - t0
 
-    stage(f"2/6 SFT warm start ({args.sft_steps} steps; `mmrl sft configs/sft_synthetic.yaml`)")
-    t = time.perf_counter()
-    sft_config = load_config(SFTConfig, ROOT / "configs" / "sft_synthetic.yaml", [
-        f"model.name_or_path={out / 'tiny-qwen2_5_vl'}", f"data.train_manifest={train_manifest}",
-        "data.eval_manifest=null", f"training.output_dir={out / 'sft'}", f"training.max_steps={args.sft_steps}",
-        f"training.seed={args.seed}",
+    steps = [f"training.max_steps={args.grpo_steps}"] if args.grpo_steps else []
+    grpo_config = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [
+        f"model.name_or_path={warm_dir}", f"data.train_manifest={train_manifest}",
+        f"data.eval_manifest={eval_manifest}", f"training.output_dir={out / 'grpo'}", f"training.seed={args.seed}",
+        *steps, *args.overrides,
     ])  # fmt: skip
-    warm = sft(sft_config)
-    times["sft"] = time.perf_counter() - t
-    frame = FrameSpec.for_family("qwen2_5_vl", sft_config.model.min_pixels, sft_config.model.max_pixels)
 
-    stage("3/6 evaluate the warm start on the held-out manifest")
+    stage(f"2/5 evaluate the warm start ({warm_dir}) on the held-out manifest")
     t = time.perf_counter()
-    before = cached_eval(warm.model, warm.processor, frame, eval_manifest, sft_config, out / "eval-sft",
-                         str(warm.checkpoint.resolve()))  # fmt: skip
+    model, processor, _, frame = load_model_folder(warm_dir)
+    before = cached_eval(model, processor, frame, eval_manifest, grpo_config, out / "eval-warm-start",
+                         str(warm_dir.resolve()))  # fmt: skip
+    del model
     times["eval before"] = time.perf_counter() - t
 
-    stage(f"4/6 GRPO ({args.grpo_steps} steps; `mmrl train configs/quickstart.yaml`)")
+    stage(f"3/5 GRPO ({grpo_config.training.max_steps} steps; `mmrl train configs/quickstart.yaml`)")
     t = time.perf_counter()
-    grpo_config = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [
-        f"model.name_or_path={warm.checkpoint / 'model'}", f"data.train_manifest={train_manifest}",
-        f"training.output_dir={out / 'grpo'}", f"training.max_steps={args.grpo_steps}", f"training.seed={args.seed}",
-        *args.overrides,
-    ])  # fmt: skip
     run = train(grpo_config)
     times["grpo"] = time.perf_counter() - t
 
-    stage("5/6 evaluate after GRPO, export")
+    stage("4/5 evaluate after GRPO, export")
     t = time.perf_counter()
-    from mmrl.io.checkpoint import latest_checkpoint
-
     final = latest_checkpoint(run.run_dir)
     after = cached_eval(run.unwrapped_model, run.processor, frame, eval_manifest, grpo_config, out / "eval-grpo",
                         str(final.resolve()))  # fmt: skip
     model_dir = export(run.run_dir, out / "model")
     times["eval after + export"] = time.perf_counter() - t
 
-    stage("6/6 report")
+    stage("5/5 report")
     table = before_after_table(before, after)
-    png = plot_rewards(run.run_dir / "metrics.jsonl", out / "reward_curves.png")
+    png = plot_curves(run.run_dir / "metrics.jsonl", before, out / "curves.png")
     report = out / "report.md"
-    report.write_text(f"# quickstart: SFT warm start vs after GRPO (held-out, greedy)\n\n{table}", encoding="utf-8")
+    title = "# quickstart: the warm start vs after GRPO (held-out, greedy)"
+    report.write_text(f"{title}\n\n{table}\n![curves](curves.png)\n", encoding="utf-8")
     print(table, end="")
     times["total"] = time.perf_counter() - t0
     print("times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
-    print(f"report: {report}\nreward curves: {png}\nexported model: {model_dir}")
+    print(f"report: {report}\ncurves (reward, held-out abstention per variant): {png}\nexported model: {model_dir}")
     print(f"try: .venv/bin/mmrl infer {model_dir} --image IMAGE --question 'What color is the circle?' --out boxes.png")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mmrl.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"quickstart: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -217,6 +217,9 @@ class SFTOptions:
     variants: list[str] = field(default_factory=lambda: ["positive", "counterfactual", "random_masked"])
     # share of the items whose counterfactual keeps its (abstention) label; the others' counterfactuals are left out
     counterfactual_fraction: float = 1.0
+    # what the other items' counterfactuals become: "drop" (left out) or "original": kept with the original answer
+    # and the masked boxes as evidence, as ordinary VQA data labels every image (the habit of answering regardless)
+    other_counterfactuals: Literal["drop", "original"] = "drop"
     # stop after this many seconds of training even before training.max_steps (0: no limit); e.g. a control arm
     # that gets the same wall time as a GRPO run
     max_seconds: float = 0.0

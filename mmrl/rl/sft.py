@@ -4,8 +4,9 @@ The loop, as built (one step):
 
 1. take `training.batch_size` samples from the resumable shuffled stream over the manifest's kept samples
    (`sft.variants`; of the counterfactuals only a `sft.counterfactual_fraction` share of the items, chosen by
-   `training.seed`: few abstention labels leave GRPO calibration headroom), open their images, render their prompts
-   exactly as GRPO does (`mmrl.models.prompts.prompt_inputs`);
+   `training.seed`, keep the abstention label: few abstention labels leave GRPO calibration headroom; the others are
+   left out or, with `sft.other_counterfactuals=original`, answered as if the evidence were there, as ordinary VQA
+   data does), open their images, render their prompts exactly as GRPO does (`mmrl.models.prompts.prompt_inputs`);
 2. the target of each sample is `mmrl.models.prompts.target_completion` in the recipe's template (think: the
    evidence boxes in the model's frame, then the answer; a counterfactual's answer is the abstention), ending with
    `<|im_end|>`;
@@ -24,6 +25,7 @@ The loop, as built (one step):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -79,7 +81,35 @@ def select_samples(samples: list[Any], options: SFTOptions, seed: int) -> list[A
     chosen = [s for s in samples if s.variant.value in options.variants]
     groups = sorted({s.group_id for s in chosen if s.variant == Variant.COUNTERFACTUAL})
     keep = set(random.Random(seed).sample(groups, round(options.counterfactual_fraction * len(groups))))
-    return [s for s in chosen if s.variant != Variant.COUNTERFACTUAL or s.group_id in keep]
+    out = []
+    for s in chosen:
+        if s.variant != Variant.COUNTERFACTUAL or s.group_id in keep:
+            out.append(s)
+        elif options.other_counterfactuals == "original":
+            out.append(answered_regardless(s))
+    return out
+
+
+def answered_regardless(sample: Any) -> Any:
+    """A counterfactual labelled as ordinary VQA data labels it: the original answer, the masked boxes as evidence.
+
+    >>> from mmrl.types import Box, Sample, Variant
+    >>> cf = Sample("g:cf", "g", Variant.COUNTERFACTUAL, "a.png", (8, 8), "?", "unknown",
+    ...             masked=(Box(1, 1, 4, 4),), meta={"original_answer": "red", "original_aliases": ["crimson"]})
+    >>> s = answered_regardless(cf)
+    >>> s.answer, s.answer_aliases, s.variant.value, s.evidence == cf.masked, s.masked
+    ('red', ('crimson',), 'positive', True, ())
+    """
+    if "original_answer" not in sample.meta:
+        raise UserError(f"sft.other_counterfactuals=original: sample {sample.id} has no meta.original_answer")
+    return dataclasses.replace(
+        sample,
+        variant=Variant.POSITIVE,  # its SFT target is then an answer from the (masked) evidence boxes
+        answer=sample.meta["original_answer"],
+        answer_aliases=tuple(sample.meta.get("original_aliases", ())),
+        evidence=sample.masked or sample.evidence,
+        masked=(),
+    )
 
 
 @dataclass
