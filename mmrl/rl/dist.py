@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
+from trl.models.utils import unwrap_model_for_generation
 
 from mmrl.errors import UserError
 
@@ -111,3 +113,14 @@ def timed(timers: dict[str, float], name: str) -> Iterator[None]:
     finally:
         key = f"time/{name}"
         timers[key] = timers.get(key, 0.0) + time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def generation_model(model: Any, accelerator: Any) -> Iterator[Any]:
+    """The model to generate with: TRL's `unwrap_model_for_generation` (ZeRO-3 gathers the sharded weights once here;
+    DDP just unwraps; gradient checkpointing, which would drop the generation cache, is off inside). TRL 1.16 reads
+    transformers' deprecated `is_gradient_checkpointing` there on every call: that one warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+        with unwrap_model_for_generation(model, accelerator) as unwrapped:
+            yield unwrapped

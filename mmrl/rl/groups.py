@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from trl.models.utils import unwrap_model_for_generation
 
 from mmrl.data.manifest import SampleError
 from mmrl.models.inputs import ROW_KEYS
 from mmrl.models.prompts import load_image, prompt_inputs
 from mmrl.rewards.compose import score_completions
 from mmrl.rl import algo
-from mmrl.rl.dist import all_reduce, any_process, engine_name, max_over_processes, timed
+from mmrl.rl.dist import all_reduce, any_process, engine_name, generation_model, max_over_processes, timed
 from mmrl.rollout.hf import Rollout, generate_completions
 
 
@@ -149,9 +148,7 @@ def collect_groups(run: Any) -> tuple[list[Group], dict[str, float]]:
             except SampleError as err:
                 skipped += 1
                 warnings.warn(f"skipping a sample: {err}", stacklevel=1)
-        # ZeRO-3 gathers the sharded weights for generation here; DDP just unwraps (and gradient checkpointing,
-        # which would drop the generation cache, is off inside)
-        with unwrap_model_for_generation(run.model, acc) as model:
+        with generation_model(run.model, acc) as model:
             groups = make_groups(run, model, items)
         for group in groups:
             generated += 1

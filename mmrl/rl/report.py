@@ -8,13 +8,12 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from trl.models.utils import unwrap_model_for_generation
 
 from mmrl.data.manifest import read_manifest
 from mmrl.eval.evaluate import greedy_completions, score_rows
 from mmrl.io.logger import SampleRow, mean_std, write_samples_page
 from mmrl.models.prompts import load_image
-from mmrl.rl.dist import all_reduce
+from mmrl.rl.dist import all_reduce, generation_model
 from mmrl.rl.groups import Group
 
 
@@ -60,7 +59,7 @@ def evaluate(run: Any) -> dict[str, float]:
     share, own = eval_share(len(manifest.samples), acc.process_index, acc.num_processes)
     mine = [manifest.samples[i] for i in share]
     rows = []
-    with unwrap_model_for_generation(run.model, acc) as model:
+    with generation_model(run.model, acc) as model:
         for start in range(0, len(mine), cfg.training.batch_size):
             samples = mine[start : start + cfg.training.batch_size]
             images = [load_image(s, manifest.root, cfg.data) for s in samples]

@@ -38,7 +38,6 @@ from typing import Any
 import torch
 from accelerate.utils import DistributedType, set_seed
 from tqdm import tqdm
-from trl.models.utils import unwrap_model_for_generation
 
 from data_builders.build import ensure_manifest
 from mmrl.boxes import FrameSpec
@@ -52,7 +51,14 @@ from mmrl.io.logger import MetricsLogger
 from mmrl.models.loading import load_model_and_processor
 from mmrl.models.logprobs import completion_logprobs
 from mmrl.models.prompts import load_image, prompt_inputs, target_completion, tokenize_completions
-from mmrl.rl.dist import all_reduce, any_process, configure_deepspeed, engine_name, make_accelerator
+from mmrl.rl.dist import (
+    all_reduce,
+    any_process,
+    configure_deepspeed,
+    engine_name,
+    generation_model,
+    make_accelerator,
+)
 from mmrl.rl.engine import accumulate_and_step, resume_run, save_run_checkpoint, write_run_info
 from mmrl.rl.optim import build_optimizer, build_scheduler
 from mmrl.types import Variant
@@ -264,7 +270,7 @@ def final_evaluation(
         warnings.warn("sft under FSDP: no evaluation at the end; run `mmrl eval` on the exported model", stacklevel=2)
         return None
     summary = None
-    with unwrap_model_for_generation(model, acc) as unwrapped:
+    with generation_model(model, acc) as unwrapped:
         if acc.is_main_process:
             eval_manifest = read_manifest(config.data.eval_manifest)
             rows, summary, _ = evaluate_samples(unwrapped, processor, frame, eval_manifest, config, progress=progress)
