@@ -79,6 +79,9 @@ class RolloutConfig:
     backend: Literal["hf", "vllm", "vllm_colocate"] = "hf"
     vllm_host: str = "127.0.0.1"
     vllm_port: int = 8000
+    # the server's address as a URL instead (e.g. https://vllm.internal:8000; then vllm_host / vllm_port are unused);
+    # a server started with --api-key: export VLLM_API_KEY on the trainer (kept out of the saved config)
+    vllm_base_url: str = ""
     vllm_timeout: float = 300.0  # seconds: waiting for the server at start, and for each request
     vllm_retries: int = 3  # retries of a failed request (connection, read, HTTP 500/502/503), backing off
     vllm_group_port: int = 51216  # the NCCL group that carries the weights to the server
@@ -103,6 +106,8 @@ class RolloutConfig:
         for name in ("vllm_port", "vllm_group_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise ValueError(f"rollout.{name} must be a TCP port (1-65535), got {getattr(self, name)}")
+        if self.vllm_base_url and not self.vllm_base_url.startswith(("http://", "https://")):
+            raise ValueError(f"rollout.vllm_base_url must start with http:// or https://, got {self.vllm_base_url!r}")
         if self.vllm_timeout <= 0 or self.vllm_concurrency < 1:
             raise ValueError("rollout.vllm_timeout must be positive and rollout.vllm_concurrency >= 1")
         if self.vllm_retries < 0 or self.generation_batch_size < 0 or self.vllm_max_model_len < 0:

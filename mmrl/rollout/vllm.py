@@ -30,10 +30,14 @@ Checks, so a prompt is never silently different from the one mmrl trains on:
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -42,6 +46,33 @@ from mmrl.models.prompts import build_messages
 from mmrl.rollout.colocate import ColocateBackend, VLLMEngine
 from mmrl.rollout.hf import STOP_TOKENS, SUPPRESSED_TOKENS, Rollout, token_ids
 from mmrl.rollout.vllm_wire import check_prompt, find_key, pixel_budget, to_rollout
+
+
+def configure_session(session: Any, rollout_config: Any, host: str) -> None:
+    """The client's `requests` session as mmrl wants it, before its first request: no proxy for a server on this
+    machine (a cluster's `http_proxy` would send training images off the node; `NO_PROXY` is often unset), the API
+    key of a server started with `--api-key` (from the environment variable `VLLM_API_KEY`, never from the config,
+    which is saved in the run folder), and timeouts and retries (below)."""
+    if _is_local(host):
+        session.trust_env = False  # no proxies, .netrc or CA bundle from the environment for a local server
+    key = os.environ.get("VLLM_API_KEY")
+    if key:
+        session.headers["Authorization"] = f"Bearer {key}"
+    _session_with_timeout(session, rollout_config.vllm_timeout, rollout_config.vllm_retries)
+
+
+def _is_local(host: str) -> bool:
+    """Whether `host` is this machine: localhost or a loopback address.
+
+    >>> _is_local("127.0.0.1"), _is_local("localhost"), _is_local("::1"), _is_local("10.0.0.7"), _is_local("node-3")
+    (True, True, True, False, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _session_with_timeout(session: Any, timeout: float, retries: int) -> None:
@@ -68,17 +99,35 @@ def make_client(rollout_config: Any) -> Any:
     except ImportError as err:  # pragma: no cover - trl is a dependency
         raise UserError(f"rollout.backend=vllm needs TRL's vLLM client: {err}") from None
     cfg = rollout_config
+    base_url = cfg.vllm_base_url or f"http://{cfg.vllm_host}:{cfg.vllm_port}"
+    host = urlparse(base_url).hostname or cfg.vllm_host
+
+    class Client(VLLMClient):
+        def check_server(self, total_timeout: float = 0.0, retry_interval: float = 2.0) -> None:
+            """TRL's constructor calls this before any other request; TRL's own check uses a bare `requests.get`
+            (the environment's proxies, no key), so the wait for /health is redone here through the session."""
+            configure_session(self.session, cfg, host)
+            deadline = time.monotonic() + total_timeout
+            while True:
+                try:
+                    if self.session.get(f"{self.base_url}/health", timeout=min(cfg.vllm_timeout, 10.0)).ok:
+                        return
+                except OSError as err:  # requests' ConnectionError and timeouts
+                    if time.monotonic() >= deadline:
+                        raise ConnectionError(f"the vLLM server can't be reached at {self.base_url}: {err}") from None
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"the vLLM server at {self.base_url} is not healthy")
+                time.sleep(retry_interval)
+
     try:
-        client = VLLMClient(host=cfg.vllm_host, server_port=cfg.vllm_port, group_port=cfg.vllm_group_port,
-                            connection_timeout=cfg.vllm_timeout)  # fmt: skip
+        client = Client(base_url=base_url, group_port=cfg.vllm_group_port, connection_timeout=cfg.vllm_timeout)
     except ImportError:
         raise UserError("rollout.backend=vllm needs vLLM on the trainer too: pip install 'mmrl[vllm]'") from None
     except OSError as err:  # requests' ConnectionError, once the wait is over
         raise UserError(
-            f"no vLLM server at http://{cfg.vllm_host}:{cfg.vllm_port} after {cfg.vllm_timeout:g} s ({err}); start "
-            "it first (docs/launching.md) or set rollout.vllm_host / rollout.vllm_port"
+            f"no vLLM server at {base_url} after {cfg.vllm_timeout:g} s ({err}); start "
+            "it first (docs/launching.md) or set rollout.vllm_host / rollout.vllm_port / rollout.vllm_base_url"
         ) from None
-    _session_with_timeout(client.session, cfg.vllm_timeout, cfg.vllm_retries)
     return client
 
 

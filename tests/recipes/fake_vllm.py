@@ -36,6 +36,7 @@ class FakeVLLM:
         self.dev_mode = True  # off: the development endpoints (/server_info, weights) answer 404, as without
         # VLLM_SERVER_DEV_MODE=1
         self.requests: list[tuple[str, str, Any]] = []
+        self.authorization: list[str | None] = []  # the Authorization header of each request
         self.failures: list[int] = []
         self.delay = 0.0
         self.lock = threading.Lock()
@@ -123,6 +124,8 @@ class FakeVLLM:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
+                with fake.lock:
+                    fake.authorization.append(self.headers.get("Authorization"))
                 status, payload = fake.answer(method, urlparse(self.path).path, body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrl.config.loader import load_config
+from mmrl.config.loader import ConfigError, load_config
 from mmrl.config.schema import TrainConfig
 from mmrl.data.manifest import read_manifest
 from mmrl.errors import UserError
@@ -130,6 +130,30 @@ def test_no_server_is_a_clear_error(setup):
     config.rollout.vllm_port, config.rollout.vllm_timeout = 9, 0.5  # nothing listens on the discard port
     with pytest.raises(UserError, match="no vLLM server at http://127.0.0.1:9"):
         make_client(config.rollout)
+
+
+def test_a_local_server_is_reached_past_a_proxy_with_the_api_key(setup, monkeypatch):
+    # a cluster's proxy variables must not route a local server's traffic (training images) through the proxy: the
+    # proxy here is the discard port, so a request sent through it would fail; the key goes in every request
+    config, processor, sample, image = setup("rollout.max_completion_length=6")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("VLLM_API_KEY", "secret-key")
+    prompt_ids = prompt_inputs(processor, [sample], [image], config.data)["input_ids"]
+    with FakeVLLM(config.model.name_or_path, *BUDGET) as server:
+        config.rollout.vllm_base_url = f"http://localhost:{server.url_port}"  # the URL form: host and port unused
+        config.rollout.vllm_port = 9
+        backend = _backend(config, processor, 9)
+        (rollout,) = backend.generate_groups([sample], [image], [prompt_ids], 2, [7])
+    assert rollout.completion_ids.shape[0] == 2
+    assert server.authorization and set(server.authorization) == {"Bearer secret-key"}
+
+
+def test_vllm_base_url_must_be_http_or_https(setup):
+    with pytest.raises(ConfigError, match="rollout.vllm_base_url must start with http:// or https://"):
+        setup("rollout.vllm_base_url=ftp://host:8000")
 
 
 def test_weight_sync_needs_cuda(setup):
