@@ -3,12 +3,14 @@
 The algorithm, as built (one step; every process runs it on its own slice of the global batch):
 
 1. rollout: take `training.batch_size` samples (global; each of P processes takes batch_size / P, contiguous) from
-   a resumable shuffled stream over the manifest. For each sample: open its image and render its chat prompt
-   (a sample whose image is unreadable or whose prompt exceeds `rollout.max_prompt_length` is skipped and
-   counted), then sample G = `rollout.num_generations` completions with HF generate (temperature, top-p, top-k;
-   image-pad token suppressed; stop at <|im_end|>). The sampling RNG of a sample is seeded from
-   (`training.seed`, the sample's position in the stream), so the completions do not depend on the number of
-   processes or on a resume. The G completions of a sample are one contiguous group.
+   a resumable shuffled stream over the manifest. Open each sample's image and render its chat prompt (a sample
+   whose image is unreadable or whose prompt exceeds `rollout.max_prompt_length` is skipped and counted), then
+   sample G = `rollout.num_generations` completions for every sample in one generation (`mmrl.rl.groups`: each
+   prompt prefilled once, all B x G rows decoded together; temperature, top-p, top-k; image-pad token suppressed;
+   stop at <|im_end|>), or from vLLM (`rollout.backend`). Each group draws from its own RNG seeded from
+   (`training.seed`, the sample's position in the stream), so the completions depend neither on the number of
+   processes, nor on how the step's prompts are batched, nor on a resume. The G completions of a sample are one
+   contiguous group.
 2. rewards: `mmrl.rewards.compose.score_completions` gives each completion a total (weighted sum of terms) and
    its terms.
 3. advantages: A = (r - group mean) / (std + 1e-4), std of the group, of the global batch, or no division
@@ -21,12 +23,15 @@ The algorithm, as built (one step; every process runs it on its own slice of the
    clipped surrogate -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) (rho per token, or per sequence for
    GSPO) plus beta * k3 KL, reduced by `grpo.loss_type` (see `mmrl.rl.algo`); gradients accumulate over the
    micro-batches (synchronised across processes only on the last), are clipped to `training.max_grad_norm`, and
-   AdamW steps; a non-finite loss or gradient norm skips the step with a warning. The LR schedule (warm-up, then
-   constant / linear / cosine) advances once per training step.
+   AdamW steps once (DeepSpeed: the engine steps once, at the accumulation boundary; `mmrl.rl.engine`); a
+   non-finite loss or gradient norm skips the step on every process with a warning. The LR schedule (warm-up,
+   then constant / linear / cosine) advances once per training step. With vLLM the loss of each token is weighted
+   by the truncated importance ratio between trainer and sampler (`rollout.vllm_importance_sampling`).
 6. log: metrics to the terminal, `metrics.jsonl`, TensorBoard (and W&B); every `logging.samples_steps` an HTML
    page of sampled completions; every `training.eval_steps` a greedy evaluation on `data.eval_manifest`, per variant.
-7. checkpoint every `training.save_steps` and at the end (`mmrl.io.checkpoint`: atomic; `training.resume=auto`
-   continues from the latest one, weights, optimizer, schedule, RNG and data position, exactly).
+7. checkpoint every `training.save_steps` and at the end (`mmrl.rl.engine`, `mmrl.io.checkpoint`: atomic,
+   checksummed, every rank's state under DeepSpeed; `training.resume=auto` continues from the newest intact one,
+   weights, optimizer, schedule, RNG and data position, exactly).
 """
 
 from __future__ import annotations
