@@ -70,7 +70,7 @@ class SourceConfig:
             raise ValueError("source.choice_fraction must be in (0, 1] and 1 <= choice_min <= choice_max")
         if self.kind == "coop" and self.split not in ("train", "val", "test"):
             raise ValueError(f"source.split={self.split} is RefCOCO's; coop splits are train, val, test")
-        valid = ("color", "count", "position", "existence")
+        valid = ("color", "shape", "count", "position", "existence")
         for q in self.questions:
             if q not in valid:
                 raise ValueError(f"source.questions: unknown question type {q!r} (valid: {', '.join(valid)})")

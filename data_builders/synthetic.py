@@ -8,9 +8,10 @@ always gives the same pixels. Two layouts:
 - `free`: objects of varied sizes anywhere on a larger image, never overlapping.
 
 The evidence is what the answer rests on, so masking it removes the answer: a colour or position question asks about
-a shape that occurs once (mask it and no such shape is left); a count or existence question's evidence is every
-object of the asked shape. Evidence boxes are the tight pixel extents of the drawn shapes (drawn without
-anti-aliasing), so a box covers every pixel of its object. The other objects are distractors.
+a shape that occurs once (mask it and no such shape is left); a shape question ("What shape is the red object?")
+names a colour only one object has; a count or existence question's evidence is every object of the asked shape.
+Evidence boxes are the tight pixel extents of the drawn shapes (drawn without anti-aliasing), so a box covers every
+pixel of its object. The other objects are distractors.
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ def generate(cfg: SourceConfig, seed: int, index: int) -> SynthItem:
     order = rng.permutation(n)  # the target objects land in random slots
     shapes = [shapes[i] for i in order]
     colors = [colors[i] for i in order]
+    first = shapes.index(target)
+    if qtype == "shape":  # the asked colour names one object: the others take other colours
+        rest = [c for c in names if c != colors[first]]
+        colors = [c if i == first or c != colors[first] else rest[int(rng.integers(len(rest)))]
+                  for i, c in enumerate(colors)]  # fmt: skip
 
     pixels = _background(rng, cfg.image_size)
     boxes = []
@@ -174,10 +180,11 @@ def generate(cfg: SourceConfig, seed: int, index: int) -> SynthItem:
     is_target = [sh == target for sh in shapes]
     evidence = [b for b, t in zip(boxes, is_target, strict=True) if t]
     distractors = [b for b, t in zip(boxes, is_target, strict=True) if not t]
-    first = is_target.index(True)
     aliases: tuple[str, ...] = ()
     if qtype == "color":
         question, answer = f"What color is the {target}?", colors[first]
+    elif qtype == "shape":
+        question, answer = f"What shape is the {colors[first]} object?", target
     elif qtype == "position":
         question, answer = f"Where is the {target}?", slots[first][3]
     elif qtype == "count":

@@ -68,6 +68,26 @@ def test_questions_and_answers_agree_with_the_scene() -> None:
         assert sorted(map(tuple, item.evidence)) == sorted(tuple(o["box"]) for o in same)
 
 
+def test_shape_questions_name_a_colour_only_one_object_has() -> None:
+    cfg = SourceConfig(kind="synthetic", questions=["shape"])
+    singles = 0
+    for index in range(80):
+        item = generate(cfg, 2, index)
+        objects = item.meta["objects"]
+        color = item.question.removeprefix("What shape is the ").removesuffix(" object?")
+        same = [o for o in objects if o["color"] == color]
+        assert len(same) == 1 and item.answer == same[0]["shape"]  # the colour picks one object: its shape
+        assert item.evidence == [same[0]["box"]] and len(item.distractors) == len(objects) - 1
+        singles += len(objects) == 1
+    assert singles < 80  # multi-object scenes too, recoloured where a colour repeated
+
+
+def test_colour_questions_unchanged_by_the_shape_type() -> None:
+    # adding a question type leaves the items of the other types as they were (same seed, same pixels)
+    item = generate(SourceConfig(kind="synthetic", questions=["color"]), 0, 5)
+    assert (item.question, item.answer, int(item.pixels.sum())) == ("What color is the diamond?", "yellow", 2543965)
+
+
 def test_same_seed_same_item_other_seed_other_item() -> None:
     cfg = SourceConfig(kind="synthetic")
     a, b, c = generate(cfg, 0, 7), generate(cfg, 0, 7), generate(cfg, 1, 7)
