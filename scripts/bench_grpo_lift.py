@@ -2,9 +2,9 @@
 2 CPU cores at the defaults).
 
 Every arm starts from the shipped warm start (assets/warm_start/, scripts/make_warm_start.py): a tiny Qwen2.5-VL that
-names the asked shape's colour about half the time, trained on what ordinary VQA data gives a model (counterfactuals
-mostly labelled with the original answer, "unknown" for only a few), so it answers when the evidence is masked. Per
-seed:
+reads the colour of a lone object and picks among several about at chance, trained on what ordinary VQA data gives a
+model (counterfactuals mostly labelled with the original answer, "unknown" for only a few), so it answers when the
+evidence is masked. Per seed:
 
 1. GRPO: the quickstart's stage (`mmrl train configs/quickstart.yaml`, the variant-aware rewards) for `--grpo-steps`
    steps on its training manifest; its wall time W is measured;

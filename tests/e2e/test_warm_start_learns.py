@@ -2,10 +2,10 @@
 
 assets/warm_start/ (scripts/make_warm_start.py) is a tiny Qwen2.5-VL trained like ordinary VQA data: it answers
 every image, the counterfactuals (asked shape masked) included. A short GRPO run with the quickstart's settings
-(configs/quickstart.yaml) must keep its machinery honest: rewards vary inside groups, gradients flow, the format
-survives, the answers where the evidence is do not collapse. Issue 15's goal, that the run raises held-out
-counterfactual abstention, is not met by this warm start (it sees colours and shapes only about half the time, and
-GRPO lowers its rare abstentions on every variant alike): that test is a strict xfail, so reaching it shows up.
+(configs/quickstart.yaml, 24 steps of 16 items) must keep its machinery honest (rewards vary inside groups, gradients
+flow, the format survives, the answers where the evidence is do not collapse) and raise held-out counterfactual
+abstention: 0.00 -> 0.55 here. It rises where the warm start can see the evidence is gone (a masked lone object);
+where several objects are left it cannot yet tell the asked one, so issue 15's 0.8 is out of reach of this warm start.
 """
 
 import json
@@ -47,7 +47,7 @@ def reduced_run(build_synthetic, tmp_path_factory):
     heldout = read_manifest(root / "heldout" / "manifest.jsonl")
     config = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [
         f"model.name_or_path={WARM_START}", f"data.train_manifest={train_manifest}", "data.eval_manifest=null",
-        f"training.output_dir={root / 'grpo'}", "training.max_steps=12", "training.batch_size=8",
+        f"training.output_dir={root / 'grpo'}", "training.max_steps=24", "training.batch_size=16",
         "training.resume=never", "logging.samples_steps=0",
     ])  # fmt: skip
     model, processor, _, frame = load_model_folder(WARM_START)
@@ -72,8 +72,8 @@ def test_format_survives_and_the_answers_where_the_evidence_is_do_not_collapse(r
         assert after[variant]["accuracy"] >= before[variant]["accuracy"] - 0.15, (variant, before, after)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 not met: GRPO from this warm start does not learn to abstain")
 def test_grpo_raises_held_out_counterfactual_abstention(reduced_run):
     before, after, _ = reduced_run
     cf_before, cf_after = before["counterfactual"]["abstention_rate"], after["counterfactual"]["abstention_rate"]
+    print(f"held-out counterfactual abstention {cf_before:.2f} -> {cf_after:.2f}")
     assert cf_after >= cf_before + 0.25, (cf_before, cf_after)
