@@ -156,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     model_path, vision = tiny, None
     if args.vision_steps:
         model_path = work / "vision-pretrained"
+        if model_path.exists() and not args.resume:
+            shutil.rmtree(model_path)  # from scratch, like the SFT phases
         if not (model_path / "config.json").is_file():
+            began = time.perf_counter()
             vision = pretrain_vision_stage(tiny, model_path, work, args)
+            vision["seconds"] = round(time.perf_counter() - began, 1)
             (model_path / "vision_pretrain.json").write_text(json.dumps(vision, indent=2) + "\n", encoding="utf-8")
         vision = json.loads((model_path / "vision_pretrain.json").read_text(encoding="utf-8"))
         print(f"vision pretrained ({time.perf_counter() - start:.0f}s): held-out cells: shape "
