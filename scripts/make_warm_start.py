@@ -56,13 +56,13 @@ def build_manifest(folder: Path, config: str, items: int) -> Path:
 def pretrain_vision_stage(tiny: Path, out: Path, work: Path, args: argparse.Namespace) -> dict:
     """Stage 0: the tiny model's vision tower pretrained on `--vision-items` positive grid images of their own (seed
     2: scenes neither split has), saved as a model folder SFT starts from (mmrl.models.vision_pretrain)."""
-    from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from data_builders.build import build
     from data_builders.config import BuildConfig
     from mmrl.config.loader import load_config
     from mmrl.data.manifest import read_manifest
+    from mmrl.models.prompts import load_image
     from mmrl.models.vision_pretrain import pretrain_vision
 
     folder = work / f"vision-{args.vision_items}"
@@ -71,10 +71,7 @@ def pretrain_vision_stage(tiny: Path, out: Path, work: Path, args: argparse.Name
                      "workers=0", "progress=false"]  # fmt: skip
         build(load_config(BuildConfig, ROOT / "configs" / "build" / "synthetic.yaml", overrides))
     manifest = read_manifest(folder / "manifest.jsonl")
-    images = []
-    for sample in manifest.samples:
-        with Image.open(sample.image_path(manifest.root)) as image:
-            images.append(image.convert("RGB"))
+    images = [load_image(sample, manifest.root) for sample in manifest.samples]
     model = AutoModelForImageTextToText.from_pretrained(tiny)
     processor = AutoProcessor.from_pretrained(tiny)
     metrics = pretrain_vision(model, processor, manifest.samples, images, args.vision_steps, seed=args.seed)
@@ -158,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         model_path = work / "vision-pretrained"
         if model_path.exists() and not args.resume:
             shutil.rmtree(model_path)  # from scratch, like the SFT phases
-        if not (model_path / "config.json").is_file():
+        record_path = model_path / "vision_pretrain.json"
+        if (model_path / "config.json").is_file():  # a resumed run: stage 0 is done
+            vision = json.loads(record_path.read_text(encoding="utf-8"))
+        else:
             began = time.perf_counter()
             vision = pretrain_vision_stage(tiny, model_path, work, args)
             vision["seconds"] = round(time.perf_counter() - began, 1)
-            (model_path / "vision_pretrain.json").write_text(json.dumps(vision, indent=2) + "\n", encoding="utf-8")
-        vision = json.loads((model_path / "vision_pretrain.json").read_text(encoding="utf-8"))
+            record_path.write_text(json.dumps(vision, indent=2) + "\n", encoding="utf-8")
         print(f"vision pretrained ({time.perf_counter() - start:.0f}s): held-out cells: shape "
               f"{vision['shape_accuracy']:.2f}, colour {vision['color_accuracy']:.2f}", flush=True)  # fmt: skip
 
