@@ -122,7 +122,9 @@ def score_rows(texts: Sequence[str], samples: Sequence[Any], reward_config: Any,
         answer = extract_answer(text, reward_config.template)
         label = sample.answer if sample.variant != Variant.COUNTERFACTUAL else None
         pred, _ = predicted_boxes(text, sample, frame, reward_config.max_boxes)
-        gt = list(sample.evidence) if sample.variant != Variant.COUNTERFACTUAL else []
+        # grounding is measured where the template asks for boxes: not for counterfactuals, not for the direct template
+        grounded = sample.variant != Variant.COUNTERFACTUAL and reward_config.template != "direct"
+        gt = list(sample.evidence) if grounded else []
         row: dict[str, Any] = {
             "id": sample.id,
             "variant": sample.variant.value,

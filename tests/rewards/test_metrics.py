@@ -124,3 +124,17 @@ def test_eval_table_names_each_definition(make_sample):
     table = markdown_table(summary)
     assert "| mAP_unranked |" in table and "`vqa_soft`: official VQA accuracy" in table
     assert "COCO-style" in table and "order-independent" in table
+
+
+def test_the_direct_template_measures_no_grounding(make_sample):
+    # the direct template asks for the answer alone: IoU and AP are not measured (None), never reported as 0
+    from mmrl.boxes import FrameSpec
+    from mmrl.eval.evaluate import score_rows, summarize
+    from mmrl.rewards.config import RewardConfig
+
+    samples = [make_sample("positive"), make_sample("random_masked")]
+    rows = score_rows(["red", "blue"], samples, RewardConfig(template="direct"), FrameSpec())
+    assert [r["iou"] for r in rows] == [None, None] and [r["gt_boxes"] for r in rows] == [[], []]
+    every = summarize(rows)["variants"]["all"]
+    assert every["mean_iou"] is None and every["AP50"] is None
+    assert every["accuracy"] == pytest.approx(0.5)  # the answers are still scored: "red" is right, "blue" is not
