@@ -4,11 +4,18 @@ A real Qwen-VL starts from a vision encoder pretrained on billions of image-text
 has to learn what a shape is only through the language model's answer token, and in SFT it did not: after 3,000
 steps with "What shape is the <colour> object?" in half the data, held-out shape answers were at chance while the
 colour was read correctly (measured for DESIGN.md's tiny Qwen2.5-VL). So before SFT this stage trains the vision
-tower and its merger alone: a linear probe per merged visual token (one grid cell of the synthetic `grid` layout)
-reads that cell's object shape and colour, or "empty". The probes are thrown away; the tower keeps what it learned.
+tower and its merger alone, as a real VLM's projector is aligned before the language model sees it: each merged
+visual token (one grid cell of the synthetic `grid` layout) is regressed onto a fixed target, the mean of one
+direction for the cell's shape and one for its colour ("empty" included), from a seeded random orthonormal set.
+
+Why fixed directions rather than learned linear probes (what this stage did first): with probes the tower read 0.98
+of held-out shapes, but the shape sat in a weak direction next to the colour, and SFT's 2-layer language model never
+bound the asked shape to its object (held-out accuracy plateaued near 0.7, scenes of 3-4 objects near chance). Given
+ideal tokens, one orthonormal direction per shape and per colour, the same language model bound them within 1,000
+steps; with this stage and the tower frozen in SFT, the warm start reaches 0.98 held-out (scripts/make_warm_start.py).
 
 `cell_labels(samples, grid, image_size)` gives the per-cell class indices from the samples' `meta.objects`;
-`pretrain_vision(model, processor, samples, images, ...)` trains and returns the held-out probe accuracies.
+`pretrain_vision(model, processor, samples, images, ...)` trains and returns the held-out accuracies.
 """
 
 from __future__ import annotations
@@ -62,6 +69,12 @@ def _tokens(visual: Any, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> 
     return out.view(grid_thw.shape[0], -1, out.shape[-1])
 
 
+def target_directions(width: int, count: int, seed: int) -> torch.Tensor:
+    """`count` orthonormal rows of length `width` (a seeded random rotation): one direction per class."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(width, count, generator=generator))[0].T
+
+
 def pretrain_vision(
     model: Any,
     processor: Any,
@@ -73,9 +86,11 @@ def pretrain_vision(
     learning_rate: float = 1e-3,
     heldout: int = 200,
     seed: int = 0,
+    token_norm: float = 45.0,
 ) -> dict[str, float]:
-    """Train `model.model.visual` (tower and merger) with per-cell shape and colour probes; returns the accuracies on
-    `heldout` samples kept out of training (shape and colour of the cells that hold an object)."""
+    """Train `model.model.visual` (tower and merger) so that each cell's merged token is `token_norm` times the mean
+    of two fixed orthonormal directions, one for the cell's shape and one for its colour (or "empty"); returns the
+    held-out accuracies (a cell's shape and colour read as the nearest direction, cells that hold an object)."""
     visual = model.model.visual
     grid_tokens = grid * grid
     encoded = processor.image_processor(images=list(images), return_tensors="pt")
@@ -85,37 +100,31 @@ def pretrain_vision(
     thw = encoded["image_grid_thw"]
     names = label_names(samples)
     shape_ids, color_ids = cell_labels(samples, grid, images[0].width, names)
-    width = visual.merger.mlp[-1].out_features
-    generator = torch.Generator().manual_seed(seed)
-    probes = torch.nn.ModuleList([torch.nn.Linear(width, len(names[0])), torch.nn.Linear(width, len(names[1]))])
-    for probe in probes:
-        torch.nn.init.normal_(probe.weight, std=0.02, generator=generator)
-        torch.nn.init.zeros_(probe.bias)
-    optimizer = torch.optim.AdamW([*visual.parameters(), *probes.parameters()], lr=learning_rate)
+    n_shapes = len(names[0])
+    directions = target_directions(visual.merger.mlp[-1].out_features, n_shapes + len(names[1]), seed)
+    targets = token_norm * (directions[shape_ids] + directions[n_shapes + color_ids]) / 2**0.5  # (N, cells, width)
+    optimizer = torch.optim.AdamW(visual.parameters(), lr=learning_rate)
     train_rows = list(range(heldout, len(samples)))
     if len(train_rows) < batch_size:
         raise ValueError(f"vision pretraining needs more than {heldout + batch_size} samples, got {len(samples)}")
     order = random.Random(seed)
     visual.train()
-    for step in range(steps):
-        if step % (len(train_rows) // batch_size) == 0:
-            order.shuffle(train_rows)
-        start = (step % (len(train_rows) // batch_size)) * batch_size
-        rows = torch.tensor(train_rows[start : start + batch_size])
+    for _ in range(steps):
+        rows = torch.tensor(order.sample(train_rows, batch_size))
         tokens = _tokens(visual, pixels[rows].flatten(0, 1), thw[rows])
-        loss = sum(
-            torch.nn.functional.cross_entropy(probe(tokens).flatten(0, 1), labels[rows].flatten())
-            for probe, labels in zip(probes, (shape_ids, color_ids), strict=True)
-        )
+        loss = ((tokens - targets[rows]) ** 2).sum(-1).mean() / token_norm**2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     with torch.no_grad():
         rows = torch.arange(min(heldout, len(samples)))
         tokens = _tokens(visual, pixels[rows].flatten(0, 1), thw[rows])
-        occupied = shape_ids[rows] != len(names[0]) - 1
+        similarity = torch.nn.functional.normalize(tokens, dim=-1) @ directions.T
+        occupied = shape_ids[rows] != n_shapes - 1
+        shape_read = similarity[..., :n_shapes].argmax(-1)
+        color_read = similarity[..., n_shapes:].argmax(-1)
         accuracy = {
-            f"{kind}_accuracy": (probe(tokens).argmax(-1)[occupied] == labels[rows][occupied]).float().mean().item()
-            for kind, probe, labels in (("shape", probes[0], shape_ids), ("color", probes[1], color_ids))
+            "shape_accuracy": (shape_read == shape_ids[rows])[occupied].float().mean().item(),
+            "color_accuracy": (color_read == color_ids[rows])[occupied].float().mean().item(),
         }
     return {**accuracy, "token_norm": tokens.norm(dim=-1).mean().item(), "steps": steps}
