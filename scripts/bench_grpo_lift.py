@@ -1,15 +1,15 @@
-"""What does GRPO add beyond supervised data? A benchmark with honest controls (not a CI test; about half an hour on
-2 CPU cores at the defaults).
+"""What does GRPO add beyond supervised data? A benchmark with honest controls (not a CI test; a few minutes a seed
+on 2 CPU cores at the defaults).
 
 Every arm starts from the shipped warm start (assets/warm_start/, scripts/make_warm_start.py): a tiny Qwen2.5-VL that
-reads the colour of a lone object and picks among several about at chance, trained on what ordinary VQA data gives a
-model (counterfactuals mostly labelled with the original answer, "unknown" for only a few), so it answers when the
-evidence is masked. Per seed:
+reads which colour belongs to which shape, trained on what ordinary VQA data gives a model (counterfactuals mostly
+labelled with the original answer, "unknown" for only a few), so it answers when the evidence is masked. Per seed:
 
 1. GRPO: the quickstart's stage (`mmrl train configs/quickstart.yaml`, the variant-aware rewards) for `--grpo-steps`
    steps on its training manifest; its wall time W is measured;
-2. control (a), SFT continued: the warm start's own SFT (configs/sft_synthetic.yaml, same data, same labels: the
-   original answer on most counterfactuals) for the same wall time W (`sft.max_seconds`);
+2. control (a), SFT continued: the warm start's own SFT (configs/sft_synthetic.yaml with the recipe's overrides
+   recorded in warm_start.json, same data, same labels: the original answer on most counterfactuals) for the same
+   wall time W (`sft.max_seconds`);
 3. control (b), SFT on fully labelled variants: the same SFT with every counterfactual labelled "unknown", for the
    same wall time W: the upper bound supervision reaches when someone has labelled the data;
 4. each arm evaluated greedily on the held-out manifest (other scenes): accuracy, abstention, format, reward per
@@ -73,7 +73,7 @@ def run_seed(seed: int, args: argparse.Namespace, manifests: dict[str, Path], wa
     _, result["grpo"], _ = evaluate_samples(run.unwrapped_model, run.processor, run.frame, heldout, grpo_config)
 
     for arm, fraction in (("control_a", args.cf_fraction), ("control_b", 1.0)):
-        config = load_config(SFTConfig, ROOT / "configs" / "sft_synthetic.yaml", [*common,
+        config = load_config(SFTConfig, ROOT / "configs" / "sft_synthetic.yaml", [*common, *args.sft_overrides,
             f"data.train_manifest={manifests['sft']}", f"training.output_dir={out / arm}", "training.max_steps=100000",
             "training.warmup_steps=0", f"sft.counterfactual_fraction={fraction}", "sft.other_counterfactuals=original",
             f"sft.max_seconds={wall}",
@@ -126,6 +126,7 @@ def main() -> int:
     made = json.loads((Path(args.warm_start) / "warm_start.json").read_text())  # how the warm start was trained
     args.cf_fraction = made["cf_fraction"] if args.cf_fraction is None else args.cf_fraction
     args.sft_items = made["train_items"] if args.sft_items is None else args.sft_items
+    args.sft_overrides = made.get("sft_overrides", [])  # the warm start's SFT recipe: the controls continue it
     if args.grpo_steps is None:
         args.grpo_steps = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", []).training.max_steps
     out = Path(args.out)
