@@ -1,8 +1,8 @@
 """The quickstart flow on the embedded default (run by scripts/quickstart.sh after the environment is set up).
 
 build the GRPO training + held-out manifests -> evaluate the shipped warm start (assets/warm_start/, made by
-scripts/make_warm_start.py: a tiny Qwen2.5-VL that reads a lone object's colour, picks among several near chance,
-and answers even when the evidence is masked) -> GRPO (`mmrl train configs/quickstart.yaml`, a held-out evaluation
+scripts/make_warm_start.py: a tiny Qwen2.5-VL that reads which colour belongs to which shape and answers even
+when the evidence is masked) -> GRPO (`mmrl train configs/quickstart.yaml`, a held-out evaluation
 every few steps) -> evaluate -> export -> a before/after table per variant and one PNG of the reward curves and the
 held-out abstention per variant over the GRPO steps, all under `runs/quickstart/` (or --out). Every stage reuses what a
 previous run finished: the manifests, the GRPO checkpoint (resume=auto), the evaluations (cached per checkpoint), so

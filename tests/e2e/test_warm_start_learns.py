@@ -1,11 +1,10 @@
 """The shipped warm start and a reduced quickstart GRPO stage from it.
 
-assets/warm_start/ (scripts/make_warm_start.py) is a tiny Qwen2.5-VL trained like ordinary VQA data: it answers
-every image, the counterfactuals (asked shape masked) included. A short GRPO run with the quickstart's settings
-(configs/quickstart.yaml, 24 steps of 16 items) must keep its machinery honest (rewards vary inside groups, gradients
-flow, the format survives, the answers where the evidence is do not collapse) and raise held-out counterfactual
-abstention: 0.00 -> 0.55 here. It rises where the warm start can see the evidence is gone (a masked lone object);
-where several objects are left it cannot yet tell the asked one, so issue 15's 0.8 is out of reach of this warm start.
+assets/warm_start/ (scripts/make_warm_start.py) is a tiny Qwen2.5-VL that reads which colour belongs to which shape
+and, trained like ordinary VQA data, answers every image, the counterfactuals (asked shape masked) included. A short
+GRPO run with the quickstart's settings (configs/quickstart.yaml, 24 steps of 16 items) must keep its machinery
+honest (rewards vary inside groups, gradients flow, the format survives, the answers where the evidence is do not
+collapse) and raise held-out counterfactual abstention.
 """
 
 import json
@@ -30,6 +29,7 @@ def test_the_shipped_warm_start_is_small_and_records_how_it_was_made():
     assert made["phases"] and all(0 < p["cf_fraction"] < 0.5 for p in made["phases"])  # "unknown" stays a minority
     heldout = made["heldout"]
     assert heldout["counterfactual"]["abstention_rate"] <= 0.2, heldout  # it answers when the evidence is gone
+    assert min(heldout[v]["accuracy"] for v in ("positive", "random_masked")) >= 0.9, heldout  # and it can see
     assert heldout["all"]["format_rate"] == 1.0
     size = sum(p.stat().st_size for p in WARM_START.iterdir())
     assert size < 5 * 2**20, f"the shipped warm start is {size / 2**20:.1f} MiB"
@@ -60,7 +60,10 @@ def reduced_run(build_synthetic, tmp_path_factory):
 
 def test_rewards_vary_in_groups_and_gradients_flow(reduced_run):
     _, _, metrics = reduced_run
-    assert sum(m["frac_zero_spread"] for m in metrics) / len(metrics) < 0.5, metrics  # most groups carry a signal
+    # the warm start reads the answerable images right, so their groups share one reward (no signal); the masked
+    # images' groups carry it, about a third of them, until GRPO has learned to abstain
+    spread = [m["frac_zero_spread"] for m in metrics]
+    assert all(s < 1.0 for s in spread[:8]) and sum(spread) / len(spread) < 0.9, spread
     assert all(m["grad_norm"] > 0 and math.isfinite(m["grad_norm"]) for m in metrics)
 
 
@@ -76,4 +79,4 @@ def test_grpo_raises_held_out_counterfactual_abstention(reduced_run):
     before, after, _ = reduced_run
     cf_before, cf_after = before["counterfactual"]["abstention_rate"], after["counterfactual"]["abstention_rate"]
     print(f"held-out counterfactual abstention {cf_before:.2f} -> {cf_after:.2f}")
-    assert cf_after >= cf_before + 0.25, (cf_before, cf_after)
+    assert cf_after >= cf_before + 0.5, (cf_before, cf_after)  # measured 0.00 -> 0.80
