@@ -9,10 +9,10 @@ visual token (one grid cell of the synthetic `grid` layout) is regressed onto a 
 direction for the cell's shape and one for its colour ("empty" included), from a seeded random orthonormal set.
 
 Why fixed directions rather than learned linear probes (what this stage did first): with probes the tower read 0.98
-of held-out shapes, but the shape sat in a weak direction next to the colour, and SFT's 2-layer language model never
-bound the asked shape to its object (held-out accuracy plateaued near 0.7, scenes of 3-4 objects near chance). Given
-ideal tokens, one orthonormal direction per shape and per colour, the same language model bound them within 1,000
-steps; with this stage and the tower frozen in SFT, the warm start reaches 0.98 held-out (scripts/make_warm_start.py).
+of held-out shapes, yet SFT's 2-layer language model never bound the asked shape to its object (held-out accuracy
+plateaued near 0.7, scenes of 3-4 objects near chance). Given ideal tokens, one orthonormal direction per shape and
+per colour, and the direct template, the same language model bound them within 1,000 steps; with this stage, the
+tower frozen in SFT and the direct template, the warm start reaches 0.98 held-out (scripts/make_warm_start.py).
 
 `cell_labels(samples, grid, image_size)` gives the per-cell class indices from the samples' `meta.objects`;
 `pretrain_vision(model, processor, samples, images, ...)` trains and returns the held-out accuracies.
